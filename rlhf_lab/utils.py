@@ -1,0 +1,30 @@
+"""Seeds and devices: the few lines every notebook and the trainer need."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device) so a CPU run repeats exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def default_device() -> torch.device:
+    """CUDA when present (Colab with a GPU), else CPU. ``RLHF_LAB_DEVICE`` overrides."""
+    forced = os.environ.get("RLHF_LAB_DEVICE")
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def on_gpu() -> bool:
+    return default_device().type == "cuda"
