@@ -7,6 +7,5 @@ for _key, _value in {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
-    "MPLBACKEND": "Agg",
 }.items():
     os.environ.setdefault(_key, _value)
