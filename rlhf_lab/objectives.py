@@ -1,0 +1,223 @@
+r"""The objectives of the course: policy gradient, the RLHF loss, PPO's clipped losses.
+
+Notation: ``logp`` = :math:`\log \pi_\theta(y_t \mid x, y_{<t})`, ``ref_logp`` the same under
+:math:`\pi_{\text{ref}}`, ``old_logp`` under :math:`\pi_{\theta_{\text{old}}}` (the policy that
+sampled the rollout), all ``[B, T]`` with an optional float ``mask`` (1 = real response token).
+Every "mean over tokens" is the masked mean :math:`\sum m x / \sum m` over the whole batch; an
+all-zero mask raises ``ValueError``. Padded positions never change a result (nor a gradient).
+
+Quantities that are constants of an update (advantages, old log-probs, old values, returns)
+are detached inside the losses, so only the current ``logp`` / ``values`` receive gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .divergence import kl_estimate, sequence_log_ratio
+from .masked import as_mask, check_finite, check_same_shape, check_scalar, masked_mean
+
+Tensor = torch.Tensor
+
+PER_TOKEN_KL = ("k1", "k3")
+
+
+def _clean(x: Tensor, m: Tensor) -> Tensor:
+    return torch.where(m != 0, x, torch.zeros_like(x))
+
+
+def _tokens(name: str, x: Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape [batch, response_len], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def _scores(scores: Tensor, like: Tensor) -> Tensor:
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(scores, dtype=like.dtype, device=like.device)
+    if scores.shape != like.shape[:1]:
+        raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({like.shape[0]},): one score per sequence")
+    check_finite("scores", scores)
+    return scores.to(like.dtype)
+
+
+def policy_gradient_objective(logp: Tensor, advantages: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    r"""The surrogate whose gradient is the policy gradient (to be **maximized**).
+
+    .. math::
+        L^{PG}(\theta) = \frac{1}{B} \sum_{b=1}^{B} \sum_{t} m_{b,t}\,
+        \log \pi_\theta(a_{b,t} \mid s_{b,t})\, \hat A_{b,t},
+        \qquad \nabla_\theta L^{PG} = \hat{\mathbb{E}}\Big[\sum_t \nabla_\theta \log \pi_\theta(a_t \mid s_t)\, A(s_t, a_t)\Big]
+
+    Unit 3 (log-derivative trick; subtracting a baseline keeps it unbiased). The advantages are
+    treated as constants (detached). The A2C loss is ``-policy_gradient_objective(...)`` plus a
+    value loss. Returns a 0-d tensor.
+    """
+    _tokens("logp", logp)
+    check_same_shape(logp=logp, advantages=advantages)
+    m = as_mask(mask, logp)
+    check_finite("logp", logp, m)
+    check_finite("advantages", advantages, m)
+    if logp.shape[0] == 0:
+        raise ValueError("logp has an empty batch")
+    a = _clean(advantages.detach().to(logp.dtype), m)
+    return (_clean(logp, m) * a).sum(dim=-1).mean()
+
+
+def rlhf_loss(scores: Tensor, logp: Tensor, ref_logp: Tensor, beta: float, mask: Optional[Tensor] = None) -> Tensor:
+    r"""The KL-regularized RLHF objective as a loss (to be **minimized**).
+
+    .. math::
+        \mathcal{L}(\theta) = \frac{1}{B}\sum_b \Big(-r(x_b, y_b) + \beta\,
+        \big[\log \pi_\theta(y_b \mid x_b) - \log \pi_{\text{ref}}(y_b \mid x_b)\big]\Big)
+
+    i.e. :math:`-J_{\text{new}} = -(J - \beta D)` with the penalty :math:`D` =
+    :func:`rlhf_lab.divergence.sequence_log_ratio` (units 1 and 5). ``scores`` is ``[B]``
+    (NaN/inf raise), ``beta >= 0``. Returns a 0-d tensor.
+    """
+    _tokens("logp", logp)
+    b = check_scalar("beta", beta, nonnegative=True)
+    s = _scores(scores, logp)
+    penalty = sequence_log_ratio(logp, ref_logp, mask)
+    return (-s + b * penalty).mean()
+
+
+def per_token_rewards(
+    scores: Tensor,
+    logp: Tensor,
+    ref_logp: Tensor,
+    beta: float,
+    mask: Optional[Tensor] = None,
+    kl: str = "k1",
+) -> Tensor:
+    r"""Unit 5's per-token reward: a KL penalty at every token, the score at the last one.
+
+    .. math::
+        r_t = -\beta\, \hat k_t + \mathbb{1}[t = t_{\text{last}}]\; r(x, y),
+        \qquad \hat k_t = \log \pi_{\theta_{\text{old}}}(y_t) - \log \pi_{\text{ref}}(y_t) \;(\text{k1})
+
+    where :math:`t_{\text{last}}` is each row's last real token (the last 1 in ``mask``; the
+    last column without a mask). With ``kl="k1"`` a response's rewards add up to
+    :math:`r - \beta\,\text{Penalty}`. ``kl="k3"`` uses :math:`(\rho - 1) - \log \rho`,
+    :math:`\rho = \pi_{\text{ref}}/\pi_{\theta_{\text{old}}}` (non-negative, unbiased; see
+    :func:`rlhf_lab.divergence.kl_estimate`). A row whose mask is all zeros has no last token
+    and raises ``ValueError``.
+
+    Returns:
+        ``[B, T]``, 0 at padded positions.
+    """
+    _tokens("logp", logp)
+    if kl not in PER_TOKEN_KL:
+        raise ValueError(f"kl must be one of {PER_TOKEN_KL}, got {kl!r}")
+    b = check_scalar("beta", beta, nonnegative=True)
+    s = _scores(scores, logp)
+    m = as_mask(mask, logp)
+    T = logp.shape[1]
+    if T == 0:
+        raise ValueError("logp has no tokens: the score needs a last token")
+    if bool((m.sum(dim=-1) == 0).any()):
+        raise ValueError("mask has a row of all zeros: that response has no last token for its score")
+    k = kl_estimate(logp, ref_logp, kind=kl, mask=m)
+    positions = torch.arange(T, device=logp.device)
+    last = torch.where(m != 0, positions, -1).argmax(dim=-1)  # index of the last 1 in each row
+    at_last = positions.unsqueeze(0) == last.unsqueeze(1)
+    rewards = -b * k
+    return rewards + torch.where(at_last, s.unsqueeze(1), torch.zeros_like(rewards))
+
+
+def ppo_clip_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    clip_eps: float,
+    mask: Optional[Tensor] = None,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
+    r"""PPO's clipped surrogate as a loss (Schulman et al., 2017), to be **minimized**.
+
+    .. math::
+        \rho_t = \exp(\log \pi_\theta(a_t) - \log \pi_{\theta_{\text{old}}}(a_t)), \qquad
+        \mathcal{L}^{CLIP} = \operatorname{mean}_t \max\big(-\hat A_t \rho_t,\;
+        -\hat A_t \operatorname{clip}(\rho_t, 1 - \epsilon, 1 + \epsilon)\big)
+
+    Unit 5. At :math:`\rho = 1` (the first minibatch of an iteration) its gradient is the
+    policy gradient of unit 3 normalized per token: :math:`-\operatorname{mean}_t \hat A_t
+    \nabla \log \pi_\theta(a_t)`. ``old_logp`` and ``advantages`` are detached.
+
+    Returns:
+        ``(loss, stats)``: ``loss`` a 0-d tensor; ``stats`` a dict of **detached 0-d tensors**
+        (call ``.item()`` when logging, once per step, to avoid GPU syncs in the loop):
+
+        - ``clipfrac``: share of real tokens where the clipped term is the larger (strictly),
+          i.e. where clipping removed the gradient;
+        - ``approx_kl``: mean of :math:`(\rho - 1) - \log \rho` (the k3 estimator; tokens come
+          from :math:`\pi_{\theta_{\text{old}}}`, so it estimates
+          :math:`\mathrm{KL}(\pi_{\theta_{\text{old}}} \| \pi_\theta)`; non-negative);
+        - ``approx_kl_k1``: mean of :math:`-\log \rho` (the k1 estimator of the same KL);
+        - ``ratio_mean``, ``ratio_min``, ``ratio_max``: of :math:`\rho` over real tokens.
+    """
+    _tokens("logp", logp)
+    check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages)
+    eps = check_scalar("clip_eps", clip_eps, positive=True)
+    m = as_mask(mask, logp)
+    if bool(m.sum() == 0):
+        raise ValueError("mask is all zeros where a mean is needed")
+    check_finite("logp", logp, m)
+    check_finite("old_logp", old_logp, m)
+    check_finite("advantages", advantages, m)
+    a = _clean(advantages.detach().to(logp.dtype), m)
+    log_ratio = _clean(logp - old_logp.detach().to(logp.dtype), m)
+    ratio = torch.exp(log_ratio)
+    unclipped = -a * ratio
+    clipped = -a * torch.clamp(ratio, 1.0 - eps, 1.0 + eps)
+    loss = masked_mean(torch.maximum(unclipped, clipped), m)
+    with torch.no_grad():
+        real = m != 0  # min/max through where (boolean indexing would sync the GPU)
+        inf = torch.full_like(ratio, float("inf"))
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), m),
+            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, m),
+            "approx_kl_k1": masked_mean(-log_ratio, m),
+            "ratio_mean": masked_mean(ratio, m),
+            "ratio_min": torch.where(real, ratio, inf).min(),
+            "ratio_max": torch.where(real, ratio, -inf).max(),
+        }
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    clip_eps: Optional[float] = None,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    r"""The value-head regression loss, optionally clipped around the rollout's values (unit 5).
+
+    .. math::
+        \mathcal{L}^{V} = \tfrac12 \operatorname{mean}_t \max\big((V_t - \hat R_t)^2,\;
+        (V^{\text{clip}}_t - \hat R_t)^2\big), \qquad
+        V^{\text{clip}}_t = V^{\text{old}}_t + \operatorname{clip}(V_t - V^{\text{old}}_t, -\epsilon, \epsilon)
+
+    Without ``clip_eps``: :math:`\tfrac12 \operatorname{mean}_t (V_t - \hat R_t)^2` (the A2C
+    critic loss of unit 3). ``old_values`` and ``returns`` are detached. Returns a 0-d tensor.
+    """
+    _tokens("values", values)
+    check_same_shape(values=values, old_values=old_values, returns=returns)
+    m = as_mask(mask, values)
+    check_finite("values", values, m)
+    check_finite("old_values", old_values, m)
+    check_finite("returns", returns, m)
+    v = _clean(values, m)
+    ret = _clean(returns.detach().to(values.dtype), m)
+    err = (v - ret) ** 2
+    if clip_eps is not None:
+        eps = check_scalar("clip_eps", clip_eps, positive=True)
+        old = _clean(old_values.detach().to(values.dtype), m)
+        v_clip = old + torch.clamp(v - old, -eps, eps)
+        err = torch.maximum(err, (v_clip - ret) ** 2)
+    return 0.5 * masked_mean(err, m)

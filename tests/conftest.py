@@ -1,0 +1,41 @@
+"""Shared fixtures: a word-level tokenizer and a tiny GPT-2 (random init, built offline in ~0.1 s).
+
+Kept small on purpose; other test files may use them:
+
+- ``word_tok``: :func:`rlhf_lab.models.word_tokenizer` (left padding, ``<pad>`` id 0).
+- ``tiny_lm``: :func:`rlhf_lab.models.tiny_causal_lm` on ``word_tok`` (2 layers, width 32),
+  in eval mode. Session-scoped: do not train it in place (``copy.deepcopy`` it first).
+- ``float_dtype``: parametrized over float32 and float64.
+- ``device``: CPU, plus CUDA when available (CUDA cases skip otherwise).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.fixture(scope="session")
+def word_tok():
+    return word_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(word_tok):
+    model = tiny_causal_lm(word_tok, n_layer=2, n_embd=32, n_head=4, n_positions=64, seed=0)
+    model.eval()
+    return model
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def float_dtype(request):
+    return request.param
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
