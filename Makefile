@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 MATHJAX_VERSION ?= 3.2.2
 STAMP := $(VENV)/.installed
-MATHJAX := _vendor/mathjax/tex-chtml.js
+MATHJAX := _vendor/mathjax/tex-svg.js
 BOOK_DIR := _build/html
+# pytest-xdist workers; the book + browser tests stay together on one (--dist loadfile).
+WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: book test unit notebooks nb clean env mathjax
@@ -30,31 +32,42 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-## MathJax 3 from the npm registry, unpacked outside _static (Jupyter Book injects every .js there).
+## MathJax 3 from the npm registry (not committed), unpacked outside _static (Jupyter Book
+## injects every .js there into every page); html_extra_path copies it to the HTML root.
 $(MATHJAX):
+	@command -v npm >/dev/null || { echo "make: npm is needed once to fetch MathJax (Debian: apt-get install npm)"; exit 1; }
 	@rm -rf _vendor/mathjax _vendor/.mj && mkdir -p _vendor/.mj
 	cd _vendor/.mj && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
 	mv _vendor/.mj/package/es5 _vendor/mathjax && rm -rf _vendor/.mj
+	@test -f $@
 
 mathjax: $(MATHJAX)
 
+## The HTML book from the notebooks' stored outputs (nothing is executed), incremental.
 book: $(STAMP) $(MATHJAX)
 	$(VENV)/bin/jupyter-book build . --builder html
 	@echo "Open the book: file://$(CURDIR)/$(BOOK_DIR)/index.html"
 
-## Every test layer: unit + derivations, nbval on every notebook, strict book build, browser.
+## Every test layer in one pytest run: unit + derivations, nbval on every notebook, the strict
+## book build and the headless-browser checks (tests/test_book.py).
 test: $(STAMP) $(MATHJAX)
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-	  --nbval-cell-timeout=600 -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+	   && ! command -v google-chrome >/dev/null && [ -z "$$CHROMIUM" ]; then \
+	  echo "[make test] NOTE: no Chromium on this machine: the browser test layer will be SKIPPED."; \
+	  echo "[make test]       Install it (Debian: apt-get install chromium) to run it; CI (.ci/run) requires it."; \
+	fi
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 \
+	  -p no:cacheprovider -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Faster loops while writing code.
 unit: $(STAMP)
-	$(PY) -m pytest tests -m "not book and not browser" -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not book and not browser" -p no:cacheprovider -n $(WORKERS) $(PYTEST_ARGS)
 
 ## One notebook's tests: make nb NB=01_divergence_penalty
 nb: $(STAMP)
 	$(PY) -m pytest --nbval --nbval-current-env notebooks/$(NB).ipynb \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Rebuild notebooks from their jupytext sources (notebooks/src/*.py) and store them executed.
 ## All of them, or one: make notebooks NB=01_divergence_penalty

@@ -1,0 +1,615 @@
+"""Exercises: live answer checkers and static quizzes for the notebooks and the book.
+
+Two kinds of tools live here.
+
+**Checkers** run in a live kernel (Jupyter, Colab). Each takes the reader's answer as a Python
+object (a number, a tensor, a function, a sympy expression; never a string to ``eval``), prints
+one short line of feedback (``✔`` or ``✘`` and what is off) and returns ``True`` or ``False``.
+The notebooks store the unanswered exercise as ``answer = ...``; a checker given ``...`` prints
+``Replace `...` with your answer and run the cell again.`` and returns ``False``.
+
+- :func:`check_number`, :func:`check_tensor`, :func:`check_function`, :func:`check_expression`,
+  :func:`check_choice`.
+
+**Static quizzes** return an object that IPython displays as HTML and that works without a
+kernel, so the same cell output gives feedback in the built book (opened online or from
+``file://``), in JupyterLab and on Colab:
+
+- :func:`multiple_choice`: radio buttons; the feedback is pure CSS (``:checked``), no JavaScript.
+- :func:`numeric_quiz`: a number field and a few lines of inline JavaScript.
+- :func:`ordering_quiz`: put shuffled steps back in order (inline JavaScript).
+
+Element ids are derived from ``key`` (or a hash of the question), never random, so the stored
+outputs are identical from run to run (nbval compares them). Inline math written as
+``\\( ... \\)`` in questions and options is typeset by MathJax in the book: the quiz container
+carries the ``tex2jax_process mathjax_process`` classes that Sphinx's MathJax set-up looks for.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import html
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PLACEHOLDER_MESSAGE",
+    "check_number",
+    "check_tensor",
+    "check_function",
+    "check_expression",
+    "check_choice",
+    "multiple_choice",
+    "numeric_quiz",
+    "ordering_quiz",
+    "Quiz",
+]
+
+PLACEHOLDER_MESSAGE = "Replace `...` with your answer and run the cell again."
+RIGHT = "✔"
+WRONG = "✘"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def _say(ok: bool, text: str) -> bool:
+    print(f"{RIGHT if ok else WRONG} {text}")
+    return ok
+
+
+def _is_placeholder(answer: Any) -> bool:
+    if answer is Ellipsis:
+        print(PLACEHOLDER_MESSAGE)
+        return True
+    return False
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _short(obj: Any, limit: int = 60) -> str:
+    if isinstance(obj, torch.Tensor):
+        text = f"tensor(shape={tuple(obj.shape)}, dtype={obj.dtype})" if obj.numel() > 6 else repr(
+            obj.detach().cpu().tolist())
+    elif isinstance(obj, np.ndarray):
+        text = f"array(shape={obj.shape}, dtype={obj.dtype})" if obj.size > 6 else repr(obj.tolist())
+    else:
+        text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _as_float(x: Any) -> float | None:
+    """A plain float from a Python/NumPy/sympy number or a one-element tensor; None otherwise."""
+    if isinstance(x, (bool, str, bytes)):
+        return None
+    if isinstance(x, torch.Tensor):
+        return float(x.detach().cpu().item()) if x.numel() == 1 else None
+    if isinstance(x, np.ndarray):
+        return float(x.item()) if x.size == 1 and x.dtype.kind in "biuf" else None
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return float(x)
+    try:  # sympy numbers and anything else with __float__
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _close(a: float, e: float, rtol: float, atol: float) -> bool:
+    if math.isnan(a) or math.isnan(e):
+        return math.isnan(a) and math.isnan(e)
+    if math.isinf(a) or math.isinf(e):
+        return a == e
+    return abs(a - e) <= atol + rtol * abs(e)
+
+
+def _number_hint(a: float, e: float, rtol: float, atol: float) -> str:
+    if math.isnan(a):
+        return "is NaN"
+    if math.isinf(a):
+        return "is infinite"
+    if e != 0 and _close(-a, e, rtol, atol):
+        return "has the wrong sign"
+    hint = "is too high" if a > e else "is too low"
+    if e != 0 and a != 0:
+        ratio = a / e
+        for r, words in ((2.0, "about twice"), (0.5, "about half"), (10.0, "about 10×"),
+                         (0.1, "about a tenth of")):
+            if abs(ratio - r) <= 1e-3 * abs(r):
+                return f"is {words} the expected value"
+    return hint
+
+
+def _to_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)) and not isinstance(x, bool):
+        try:
+            return torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    return None
+
+
+def _dtype_kind(t: torch.Tensor) -> str:
+    if t.dtype == torch.bool:
+        return "bool"
+    if t.is_complex():
+        return "complex"
+    if t.is_floating_point():
+        return "float"
+    return "int"
+
+
+def _tensor_difference(a: torch.Tensor, e: torch.Tensor, rtol: float, atol: float) -> str | None:
+    """None when a matches e; otherwise one short phrase saying what differs."""
+    if tuple(a.shape) != tuple(e.shape):
+        return f"has shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+    if _dtype_kind(a) != _dtype_kind(e):
+        return f"has dtype {a.dtype}, expected a {_dtype_kind(e)} tensor like {e.dtype}"
+    if a.numel() == 0:
+        return None
+    if a.dtype == torch.bool:
+        bad = a != e
+    else:
+        af, ef = a.to(torch.float64 if not a.is_complex() else torch.complex128), e.to(
+            torch.float64 if not e.is_complex() else torch.complex128)
+        bad = ~torch.isclose(af, ef, rtol=rtol, atol=atol, equal_nan=True)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return None
+    idx = tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
+    where = f"index {idx if len(idx) != 1 else idx[0]}" if idx else "its only entry"
+    got, want = a[idx].item() if idx else a.item(), e[idx].item() if idx else e.item()
+    show = (lambda v: _fmt(v)) if isinstance(got, float) else repr
+    return (f"differs at {n_bad} of {a.numel()} entries; first at {where}: "
+            f"{show(got)} vs expected {show(want)}")
+
+
+def _difference(a: Any, e: Any, rtol: float, atol: float) -> str | None:
+    """Compare two results of any common kind; None when they match, else a short phrase."""
+    if a is Ellipsis:
+        return "returned `...`: fill in the body of the function"
+    if a is None and e is not None:
+        return "returned None: did you forget `return`?"
+    if isinstance(e, (torch.Tensor, np.ndarray)):
+        ta = _to_tensor(a)
+        if ta is None:
+            return f"returned {type(a).__name__}, expected a tensor"
+        return _tensor_difference(ta, _to_tensor(e), rtol, atol)
+    if isinstance(e, (tuple, list)):
+        if not isinstance(a, (tuple, list)):
+            return f"returned {type(a).__name__}, expected a {type(e).__name__} of {len(e)}"
+        if len(a) != len(e):
+            return f"returned {len(a)} values, expected {len(e)}"
+        for i, (ai, ei) in enumerate(zip(a, e)):
+            d = _difference(ai, ei, rtol, atol)
+            if d is not None:
+                return f"item {i} {d}"
+        return None
+    if isinstance(e, Mapping):
+        if not isinstance(a, Mapping):
+            return f"returned {type(a).__name__}, expected a dict"
+        missing = [k for k in e if k not in a]
+        if missing:
+            return f"is missing the key {missing[0]!r}"
+        for k in e:
+            d = _difference(a[k], e[k], rtol, atol)
+            if d is not None:
+                return f"[{k!r}] {d}"
+        return None
+    if isinstance(e, bool) or e is None or isinstance(e, str):
+        return None if a == e else f"is {_short(a)}, expected {_short(e)}"
+    fe = _as_float(e)
+    if fe is not None:
+        fa = _as_float(a)
+        if fa is None:
+            return f"returned {type(a).__name__}, expected a number"
+        return None if _close(fa, fe, rtol, atol) else f"is {_fmt(fa)}, expected {_fmt(fe)}"
+    try:
+        return None if a == e else f"is {_short(a)}, expected {_short(e)}"
+    except Exception:  # noqa: BLE001 - objects whose == raises are simply different
+        return f"is {_short(a)}, expected {_short(e)}"
+
+
+# --------------------------------------------------------------------------------------------
+# live checkers
+# --------------------------------------------------------------------------------------------
+
+def check_number(answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float = 1e-6,
+                 name: str = "answer", explain: str | None = None) -> bool:
+    """Check a scalar: right when ``|answer − expected| ≤ atol + rtol·|expected|``.
+
+    Accepts Python, NumPy and sympy numbers and one-element tensors. On a wrong answer it says
+    whether the value is too high or too low (or has the wrong sign, or is off by a factor of
+    2 or 10) and adds ``explain`` if given.
+    """
+    if _is_placeholder(answer):
+        return False
+    e = _as_float(expected)
+    if e is None:
+        raise TypeError(f"expected must be a number, got {type(expected).__name__}")
+    a = _as_float(answer)
+    if a is None:
+        return _say(False, f"{name} should be a number, got {_short(answer)}.")
+    if _close(a, e, rtol, atol):
+        return _say(True, f"{name} = {_fmt(a)} is right.")
+    msg = f"{name} = {_fmt(a)} {_number_hint(a, e, rtol, atol)}."
+    if explain:
+        msg += f" {explain}"
+    return _say(False, msg)
+
+
+def check_tensor(answer: Any, expected: Any, *, rtol: float = 1e-5, atol: float = 1e-6,
+                 name: str = "answer") -> bool:
+    """Check a tensor (or array / nested list): same shape, same kind of dtype, close values.
+
+    Float32 vs float64 is fine; float vs int vs bool is not. On a mismatch it reports the shape,
+    the dtype, or how many entries differ and the first index where they do.
+    """
+    if _is_placeholder(answer):
+        return False
+    e = _to_tensor(expected)
+    if e is None:
+        raise TypeError(f"expected must be a tensor or array, got {type(expected).__name__}")
+    a = _to_tensor(answer)
+    if a is None:
+        return _say(False, f"{name} should be a tensor, got {type(answer).__name__}.")
+    diff = _tensor_difference(a, e, rtol, atol)
+    if diff is None:
+        return _say(True, f"{name} matches (shape {tuple(a.shape)}).")
+    return _say(False, f"{name} {diff}.")
+
+
+def _call(fn: Callable, case: Any) -> Any:
+    case = copy.deepcopy(case)  # a function that changes its inputs in place must not fool us
+    if isinstance(case, Mapping):
+        return fn(**case)
+    if isinstance(case, tuple):
+        return fn(*case)
+    return fn(case)
+
+
+def _case_text(fname: str, case: Any) -> str:
+    if isinstance(case, Mapping):
+        inner = ", ".join(f"{k}={_short(v, 30)}" for k, v in case.items())
+    elif isinstance(case, tuple):
+        inner = ", ".join(_short(v, 30) for v in case)
+    else:
+        inner = _short(case, 30)
+    return f"{fname}({inner})"
+
+
+def check_function(candidate: Any, reference: Callable, cases: Sequence[Any], *,
+                   rtol: float = 1e-5, atol: float = 1e-6, name: str | None = None) -> bool:
+    """Call ``candidate`` and ``reference`` on every case and compare the results.
+
+    ``cases`` is a list whose items are tuples of positional arguments or dicts of keyword
+    arguments (anything else is passed as the single argument). Results may be numbers, tensors,
+    arrays, or tuples/lists/dicts of them. Reports the first case that fails or raises.
+    """
+    if _is_placeholder(candidate):
+        return False
+    fname = name or getattr(candidate, "__name__", "your function")
+    if not callable(candidate):
+        return _say(False, f"{fname} should be a function, got {type(candidate).__name__}.")
+    cases = list(cases)
+    if not cases:
+        raise ValueError("cases must not be empty")
+    for case in cases:
+        want = _call(reference, case)
+        try:
+            got = _call(candidate, case)
+        except Exception as exc:  # noqa: BLE001 - report the reader's error, do not raise it
+            return _say(False, f"{_case_text(fname, case)} raised {type(exc).__name__}: {exc}")
+        diff = _difference(got, want, rtol, atol)
+        if diff is not None:
+            return _say(False, f"{_case_text(fname, case)} {diff}.")
+    return _say(True, f"{fname} agrees with the reference on all {len(cases)} cases.")
+
+
+def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> bool:
+    """Check a sympy expression: right when ``simplify(answer − expected) == 0``.
+
+    When they differ, says how: missing or extra symbols, a wrong sign, a constant factor, or an
+    additive constant (e.g. a forgotten ``log Z``). Strings are refused (no ``eval``).
+    """
+    import sympy as sp
+
+    if _is_placeholder(answer):
+        return False
+    if isinstance(answer, str):
+        return _say(False, f"{name} should be a sympy expression built from the symbols, "
+                           f"not a string.")
+    try:
+        a = sp.sympify(answer, strict=True)
+        e = sp.sympify(expected, strict=True)
+    except (sp.SympifyError, TypeError):
+        return _say(False, f"{name} should be a sympy expression, got {type(answer).__name__}.")
+    if isinstance(a, sp.Equality) or isinstance(e, sp.Equality):
+        if not (isinstance(a, sp.Equality) and isinstance(e, sp.Equality)):
+            return _say(False, f"{name} should {'not ' if isinstance(a, sp.Equality) else ''}"
+                               f"be an equation (sp.Eq).")
+        a, e = a.lhs - a.rhs, e.lhs - e.rhs
+        same = sp.simplify(a - e) == 0 or sp.simplify(a + e) == 0
+        return _say(same, f"{name} is {'right' if same else 'not the expected equation'}.")
+    diff = sp.simplify(a - e)
+    if diff == 0 or diff.equals(0):
+        return _say(True, f"{name} is right.")
+    extra = sorted(map(str, a.free_symbols - e.free_symbols))
+    missing = sorted(map(str, e.free_symbols - a.free_symbols))
+    if extra:
+        return _say(False, f"{name} depends on {', '.join(extra)}, which the result does not.")
+    if missing:
+        return _say(False, f"{name} is missing {', '.join(missing)}.")
+    if sp.simplify(a + e) == 0:
+        return _say(False, f"{name} has the wrong sign.")
+    if e != 0:
+        ratio = sp.simplify(a / e)
+        if ratio.is_number:
+            return _say(False, f"{name} is off by a constant factor ({ratio}).")
+    if not diff.free_symbols:
+        return _say(False, f"{name} is off by an additive constant ({diff}).")
+    text = sp.sstr(diff)
+    if len(text) > 60:
+        text = text[:59] + "…"
+    return _say(False, f"{name} differs from the result by {text}.")
+
+
+def _letter(x: Any) -> str | None:
+    if isinstance(x, str):
+        s = x.strip().strip("()").strip().lower()
+        return s if len(s) == 1 and s.isalpha() else None
+    return None
+
+
+def check_choice(answer: Any, correct: str, *, explanations: Mapping[str, str] | None = None
+                 ) -> bool:
+    """Live multiple choice: ``answer`` is a letter (``"b"``, ``"B"`` or ``"(b)"``).
+
+    ``explanations`` maps letters to a sentence shown when that letter is picked.
+    """
+    if _is_placeholder(answer):
+        return False
+    want = _letter(correct)
+    if want is None:
+        raise ValueError(f"correct must be a single letter, got {correct!r}")
+    notes = {(_letter(k) or k): v for k, v in (explanations or {}).items()}
+    got = _letter(answer)
+    if got is None:
+        return _say(False, f"answer with one letter such as \"a\"; "
+                           f"got {_short(answer)}.")
+    if explanations and got not in notes and got != want:
+        return _say(False, f"there is no option ({got}).")
+    note = f" {notes[got]}" if got in notes else ""
+    if got == want:
+        return _say(True, f"({got}) is right.{note}")
+    return _say(False, f"({got}) is not it.{note}")
+
+
+# --------------------------------------------------------------------------------------------
+# static quizzes
+# --------------------------------------------------------------------------------------------
+
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+
+
+def _text(s: str) -> str:
+    """Escape HTML, keep ``\\( \\)`` math for MathJax, render `code` and **bold**."""
+    out = html.escape(str(s), quote=False)
+    out = _CODE.sub(r"<code>\1</code>", out)
+    return _BOLD.sub(r"<strong>\1</strong>", out)
+
+
+def _quiz_id(kind: str, key: str | None, *parts: Any) -> str:
+    if key is not None:
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", str(key)).strip("-")
+        if not slug:
+            raise ValueError(f"key {key!r} has no usable characters")
+        return f"rlq-{slug}"
+    digest = hashlib.sha1(json.dumps([kind, *map(str, parts)]).encode()).hexdigest()[:10]
+    return f"rlq-{kind}-{digest}"
+
+
+# One style sheet for every quiz. It is repeated in each output (a notebook output cannot rely
+# on another cell's), scoped to .rlhf-quiz, and uses the theme's colours where they exist.
+_STYLE = """<style>
+.rlhf-quiz{border:1px solid #c9d3de;border-left:4px solid #3b78c2;border-radius:6px;padding:.6em .9em;margin:.8em 0;background:transparent;font-size:.95em}
+.rlhf-quiz .rlhf-q{font-weight:600;margin:0 0 .5em 0}
+.rlhf-quiz .rlhf-opt{margin:.25em 0}
+.rlhf-quiz .rlhf-opt label{cursor:pointer;margin-left:.35em}
+.rlhf-quiz .rlhf-fb{display:none;margin:.2em 0 .3em 1.8em;padding:.15em .5em;border-radius:4px}
+.rlhf-quiz .rlhf-opt input:checked ~ .rlhf-fb{display:block}
+.rlhf-quiz .rlhf-right{color:#1a6b2f;background:rgba(46,160,67,.12)}
+.rlhf-quiz .rlhf-wrong{color:#9b1c1c;background:rgba(218,54,51,.10)}
+.rlhf-quiz .rlhf-status{display:inline-block;margin-left:.6em;padding:.1em .5em;border-radius:4px}
+.rlhf-quiz .rlhf-status:empty{display:none}
+.rlhf-quiz input[type=text]{width:9em;padding:.15em .3em}
+.rlhf-quiz button{margin-left:.4em;padding:.15em .7em;cursor:pointer}
+.rlhf-quiz ol.rlhf-steps{margin:.3em 0;padding-left:0;list-style:none}
+.rlhf-quiz ol.rlhf-steps li{margin:.25em 0;padding:.1em .3em;border-radius:4px}
+.rlhf-quiz ol.rlhf-steps select{margin-right:.5em}
+.rlhf-quiz details{margin-top:.4em}
+</style>"""
+
+# Shared JavaScript for the numeric and ordering quizzes; defined once per page, idempotent.
+_SCRIPT = """<script>
+(function(){
+if (window.rlhfQuiz) return;
+function show(el, ok, text){ el.textContent = text; el.className = 'rlhf-status ' + (ok ? 'rlhf-right' : 'rlhf-wrong'); }
+window.rlhfQuiz = {
+  number: function(id){
+    var box = document.getElementById(id), input = document.getElementById(id + '-input');
+    var fb = document.getElementById(id + '-fb');
+    var raw = (input.value || '').trim().replace(/\\u2212/g, '-').replace(',', '.');
+    var x = raw === '' ? NaN : Number(raw);
+    if (!isFinite(x)) { show(fb, false, '\\u2718 Type a number, e.g. 0.25'); return false; }
+    var want = Number(box.dataset.answer), tol = Number(box.dataset.tol);
+    var ok = Math.abs(x - want) <= tol * Math.max(1, Math.abs(want));
+    show(fb, ok, ok ? '\\u2714 Right.' : (x > want ? '\\u2718 Too high.' : '\\u2718 Too low.'));
+    return ok;
+  },
+  order: function(id){
+    var box = document.getElementById(id), rows = box.querySelectorAll('li[data-pos]');
+    var fb = document.getElementById(id + '-fb'), right = 0, chosen = 0;
+    rows.forEach(function(li){
+      var sel = li.querySelector('select'), v = sel.value;
+      if (v) chosen++;
+      var ok = v !== '' && Number(v) === Number(li.dataset.pos);
+      if (ok) right++;
+      li.className = v === '' ? '' : (ok ? 'rlhf-right' : 'rlhf-wrong');
+    });
+    if (chosen < rows.length) { show(fb, false, '\\u2718 Give every step a position.'); return false; }
+    var all = right === rows.length;
+    show(fb, all, all ? '\\u2714 Right order.' : '\\u2718 ' + right + ' of ' + rows.length + ' in place.');
+    return all;
+  }
+};
+})();
+</script>"""
+
+_CONTAINER_CLASSES = "rlhf-quiz tex2jax_process mathjax_process"
+
+
+class Quiz:
+    """A static quiz: IPython shows the HTML; ``repr`` gives a plain-text version."""
+
+    def __init__(self, kind: str, quiz_id: str, html_body: str, text: str):
+        self.kind = kind
+        self.id = quiz_id
+        self._html = html_body
+        self._text = text
+
+    def _repr_html_(self) -> str:
+        return self._html
+
+    def __repr__(self) -> str:
+        return self._text
+
+    __str__ = __repr__
+
+    @property
+    def html(self) -> str:
+        return self._html
+
+
+def _option_list(options: Sequence[str] | Mapping[str, str]) -> list[tuple[str, str]]:
+    if isinstance(options, Mapping):
+        items = [(_letter(k), v) for k, v in options.items()]
+        if any(k is None for k, _ in items):
+            raise ValueError("option keys must be single letters")
+        return items  # type: ignore[return-value]
+    options = list(options)
+    if not 2 <= len(options) <= 26:
+        raise ValueError(f"options must hold 2 to 26 entries, got {len(options)}")
+    return [(chr(ord("a") + i), str(o)) for i, o in enumerate(options)]
+
+
+def multiple_choice(question: str, options: Sequence[str] | Mapping[str, str], correct: str | int,
+                    explanations: Sequence[str] | Mapping[str, str] | None = None, *,
+                    key: str | None = None) -> Quiz:
+    """A multiple-choice question that gives feedback with no kernel and no JavaScript.
+
+    ``options`` is a list (lettered a, b, c, …) or a dict ``{letter: text}``; ``correct`` is a
+    letter or a 0-based index; ``explanations`` (list aligned with ``options`` or dict by letter)
+    is shown under the option the reader picks. Radio inputs and the CSS ``:checked`` selector do
+    the work, so it behaves the same in the static book, JupyterLab and Colab.
+    """
+    opts = _option_list(options)
+    letters = [k for k, _ in opts]
+    want = letters[correct] if isinstance(correct, int) else _letter(correct)
+    if want not in letters:
+        raise ValueError(f"correct {correct!r} is not one of the options {letters}")
+    if explanations is None:
+        notes: dict[str, str] = {}
+    elif isinstance(explanations, Mapping):
+        notes = {_letter(k) or k: v for k, v in explanations.items()}
+    else:
+        notes = dict(zip(letters, explanations))
+    qid = _quiz_id("mc", key, question, [o for _, o in opts])
+    rows = []
+    for letter, text in opts:
+        ok = letter == want
+        verdict = "Right." if ok else "Not quite."
+        note = f" {_text(notes[letter])}" if letter in notes else ""
+        rows.append(
+            f'<div class="rlhf-opt"><input type="radio" name="{qid}" id="{qid}-{letter}" '
+            f'value="{letter}" data-correct="{str(ok).lower()}">'
+            f'<label for="{qid}-{letter}">({letter}) {_text(text)}</label>'
+            f'<div class="rlhf-fb {"rlhf-right" if ok else "rlhf-wrong"}">'
+            f'{RIGHT if ok else WRONG} {verdict}{note}</div></div>')
+    body = (f'{_STYLE}<div class="{_CONTAINER_CLASSES} rlhf-mc" id="{qid}" role="group">'
+            f'<p class="rlhf-q">{_text(question)}</p>{"".join(rows)}</div>')
+    text = "\n".join([f"Quiz: {question}", *(f"  ({k}) {o}" for k, o in opts),
+                      "(Pick an option in the rendered notebook or the book.)"])
+    return Quiz("multiple_choice", qid, body, text)
+
+
+def numeric_quiz(question: str, answer: float, *, tol: float = 1e-2, key: str | None = None,
+                 hint: str | None = None) -> Quiz:
+    """A question whose answer is a number; the reader types it and presses *Check* (or Enter).
+
+    Accepted when ``|x − answer| ≤ tol · max(1, |answer|)``. A few lines of inline JavaScript do
+    the check, so it works in the static book and on Colab without a kernel.
+    """
+    a = _as_float(answer)
+    if a is None or not math.isfinite(a):
+        raise ValueError(f"answer must be a finite number, got {answer!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    qid = _quiz_id("num", key, question, a)
+    hint_html = (f'<details class="rlhf-hint"><summary>Hint</summary>{_text(hint)}</details>'
+                 if hint else "")
+    body = (f'{_STYLE}{_SCRIPT}<div class="{_CONTAINER_CLASSES} rlhf-num" id="{qid}" '
+            f'data-answer="{a!r}" data-tol="{tol!r}">'
+            f'<p class="rlhf-q">{_text(question)}</p>'
+            f'<input type="text" inputmode="decimal" id="{qid}-input" aria-label="your answer" '
+            f'placeholder="your answer" '
+            f"onkeydown=\"if(event.key==='Enter'){{window.rlhfQuiz.number('{qid}');}}\">"
+            f'<button type="button" onclick="window.rlhfQuiz.number(\'{qid}\')">Check</button>'
+            f'<span class="rlhf-status" id="{qid}-fb" role="status" aria-live="polite"></span>'
+            f'{hint_html}</div>')
+    text = f"Quiz: {question}\n(Type a number in the rendered notebook or the book.)"
+    return Quiz("numeric_quiz", qid, body, text)
+
+
+def ordering_quiz(question: str, steps: Sequence[str], *, key: str | None = None,
+                  seed: int = 0) -> Quiz:
+    """Put steps back in order. ``steps`` is given in the correct order.
+
+    They are shown shuffled (deterministically from ``seed``, never in the right order); the
+    reader picks the position of each step and presses *Check* to see which are in place.
+    """
+    steps = [str(s) for s in steps]
+    n = len(steps)
+    if n < 2:
+        raise ValueError(f"steps must hold at least 2 entries, got {n}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    if order == list(range(n)):
+        order = order[1:] + order[:1]
+    qid = _quiz_id("ord", key, question, steps)
+    choices = "".join(f'<option value="{i + 1}">{i + 1}</option>' for i in range(n))
+    rows = "".join(
+        f'<li data-pos="{i + 1}"><select aria-label="position of this step">'
+        f'<option value="">–</option>{choices}</select>{_text(steps[i])}</li>' for i in order)
+    body = (f'{_STYLE}{_SCRIPT}<div class="{_CONTAINER_CLASSES} rlhf-order" id="{qid}">'
+            f'<p class="rlhf-q">{_text(question)}</p>'
+            f'<ol class="rlhf-steps">{rows}</ol>'
+            f'<button type="button" onclick="window.rlhfQuiz.order(\'{qid}\')">Check</button>'
+            f'<span class="rlhf-status" id="{qid}-fb" role="status" aria-live="polite"></span>'
+            f'</div>')
+    text = "\n".join([f"Quiz: {question}", *(f"  - {steps[i]}" for i in order),
+                      "(Put the steps in order in the rendered notebook or the book.)"])
+    return Quiz("ordering_quiz", qid, body, text)

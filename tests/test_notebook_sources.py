@@ -1,0 +1,65 @@
+"""Each stored notebook notebooks/NN_name.ipynb is generated from its jupytext source
+notebooks/src/NN_name.py (``make notebooks NB=NN_name``): same cells in the same order, same
+cell types, same sources and same tags. Nobody edits an .ipynb by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+jupytext = pytest.importorskip("jupytext", reason="jupytext is in the test extra: make test")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SOURCES = NOTEBOOKS / "src"
+STORED = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+WRITTEN = sorted(p.stem for p in SOURCES.glob("[0-9][0-9]_*.py"))
+NAMES = sorted(set(STORED) | set(WRITTEN))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.rstrip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_notebook_matches_its_source(name):
+    ipynb, py = NOTEBOOKS / f"{name}.ipynb", SOURCES / f"{name}.py"
+    assert py.exists(), f"{ipynb.relative_to(ROOT)} has no jupytext source {py.relative_to(ROOT)}"
+    assert ipynb.exists(), (f"{py.relative_to(ROOT)} was never built: "
+                            f"run `make notebooks NB={name}`")
+    stored = _cells(nbformat.read(ipynb, as_version=4))
+    source = _cells(jupytext.read(py))
+    hint = f"regenerate it: make notebooks NB={name}"
+    assert len(stored) == len(source), \
+        f"{name}: {len(stored)} cells stored, {len(source)} in the source; {hint}"
+    for i, (s, w) in enumerate(zip(stored, source)):
+        assert s[0] == w[0], f"{name} cell {i}: type {s[0]} stored, {w[0]} in the source; {hint}"
+        assert s[1] == w[1], (f"{name} cell {i} ({w[0]}): the stored source differs from "
+                              f"the .py, starting {w[1][:60]!r}; {hint}")
+        assert s[2] == w[2], f"{name} cell {i}: tags {s[2]} stored, {w[2]} in the source; {hint}"
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_notebook_is_executed_and_clean(name):
+    """Outputs are stored (the book does not execute), in order, with no widget state."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code if c.source.strip()]
+    assert all(n is not None for n in counts), f"{name}: some code cells were never run"
+    assert counts == sorted(counts), f"{name}: cells were not run top to bottom"
+    assert "widgets" not in nb.metadata, f"{name}: widget state is stored (the book would fetch JS)"
+    for c in code:
+        for out in c.get("outputs", []):
+            assert out.get("output_type") != "error", f"{name}: a cell stored an error"
+
+
+def test_every_notebook_is_in_the_table_of_contents():
+    import yaml
+
+    toc = (ROOT / "_toc.yml").read_text()
+    files = yaml.safe_load(toc)
+    listed = {ch["file"] for part in files.get("parts", []) for ch in part.get("chapters", [])}
+    missing = [n for n in STORED if f"notebooks/{n}" not in listed]
+    assert not missing, f"notebooks missing from _toc.yml: {missing}"
