@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "divergence", "logprobs", "advantages", "objectives", "optimal_policy", "kl_control",
-    "derivations", "ppo", "models", "exercises", "masked", "utils", "plotting",
+    "derivations", "ppo", "models", "exercises", "masked", "utils", "plotting", "widgets", "sft", "reward_model",
+    "tabular", "bandits", "toy_domain",
 }
 
 

@@ -11,6 +11,8 @@ Nothing here downloads anything unless a hub name is passed explicitly (as on Co
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -118,6 +120,24 @@ def smollm2_available() -> bool:
     return smollm2_gguf_path() is not None
 
 
+@contextlib.contextmanager
+def _silent_gguf_progress():
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - transformers without GGUF support
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def load_smollm2(device=None, dtype: torch.dtype = torch.float32, hub_name: str = SMOLLM2_HUB_NAME):
     """Load SmolLM2-135M-Instruct and its tokenizer: ``(model, tokenizer)``.
 
@@ -140,12 +160,14 @@ def load_smollm2(device=None, dtype: torch.dtype = torch.float32, hub_name: str 
         kw, source = {}, hub_name
     from transformers.utils import logging as hf_logging
 
-    # The GGUF de-quantization bar would land in every notebook that loads the model.
+    # The GGUF de-quantization bar would land in every notebook that loads the model; transformers
+    # draws it with its own tqdm regardless of the progress-bar setting, so that one is silenced too.
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
+        with _silent_gguf_progress():
+            tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()

@@ -221,3 +221,37 @@ def value_loss(
         v_clip = old + torch.clamp(v - old, -eps, eps)
         err = torch.maximum(err, (v_clip - ret) ** 2)
     return 0.5 * masked_mean(err, m)
+
+
+def dpo_loss(
+    logp_chosen: Tensor,
+    logp_rejected: Tensor,
+    ref_logp_chosen: Tensor,
+    ref_logp_rejected: Tensor,
+    beta: float,
+) -> Tensor:
+    r"""Direct Preference Optimization loss on sequence log-probabilities (unit 4's outlook).
+
+    The KL-regularized optimum implies the reward :math:`r = \beta\log\frac{\pi^*}{\pi_{\mathrm{ref}}}
+    + \beta\log Z(x)`; in a Bradley-Terry preference :math:`\sigma(r(y_w) - r(y_l))` the
+    :math:`\log Z` cancels, so the policy itself can be fitted to preference pairs:
+
+    .. math::
+        \mathcal{L}_{\mathrm{DPO}} = -\operatorname{mean}\log\sigma\Big(\beta\big[
+        (\log\pi_\theta - \log\pi_{\mathrm{ref}})(y_w) - (\log\pi_\theta - \log\pi_{\mathrm{ref}})(y_l)
+        \big]\Big)
+
+    Every argument is ``[B]``: the log-probability of each pair's preferred (``chosen``, y_w) and
+    dispreferred (``rejected``, y_l) response, e.g. ``sequence_logprobs(...).sum(-1)``.
+    ``beta`` must be > 0. Returns a 0-d tensor (gradients flow through the policy's terms only).
+    """
+    check_same_shape(logp_chosen=logp_chosen, logp_rejected=logp_rejected,
+                     ref_logp_chosen=ref_logp_chosen, ref_logp_rejected=ref_logp_rejected)
+    if logp_chosen.dim() != 1:
+        raise ValueError(f"logp_chosen must be [B] (one log-probability per pair), got {tuple(logp_chosen.shape)}")
+    b = check_scalar("beta", beta, positive=True)
+    for name, x in (("logp_chosen", logp_chosen), ("logp_rejected", logp_rejected),
+                    ("ref_logp_chosen", ref_logp_chosen), ("ref_logp_rejected", ref_logp_rejected)):
+        check_finite(name, x)
+    margin = (logp_chosen - ref_logp_chosen.detach()) - (logp_rejected - ref_logp_rejected.detach())
+    return -torch.nn.functional.logsigmoid(b * margin).mean()

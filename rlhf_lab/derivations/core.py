@@ -534,6 +534,19 @@ class Derivation:
     def _repr_markdown_(self) -> str:
         return self.markdown()
 
+    def __repr__(self) -> str:
+        return f"<Derivation {self.name or self.title!r}: {len(self.steps)} steps>"
+
+    def show(self) -> None:
+        """Verify every step, then display the chain (in Jupyter, on Colab and in the book).
+
+        A step that fails raises :class:`DerivationError` before anything is shown, so a rendered
+        derivation in a notebook is always a verified one.
+        """
+        from IPython.display import Markdown, display
+
+        display(Markdown(self.verify().markdown()))
+
     def __str__(self) -> str:
         out = [self.title]
         for i, s in enumerate(self.steps):
