@@ -1,0 +1,18 @@
+"""PPO for any transformers causal LM (unit 5): :class:`PPOConfig` and :class:`PPOTrainer`.
+
+.. code-block:: python
+
+    from rlhf_lab.ppo import PPOConfig, PPOTrainer
+    trainer = PPOTrainer(policy, tokenizer, reward, PPOConfig(batch_size=16, kl_coef=0.05))
+    metrics = trainer.train(prompts, iterations=50)     # one dict per iteration
+    trainer.save("run.pt"); trainer = PPOTrainer.load("run.pt", policy, tokenizer, reward)
+
+Modules: ``config`` (the dataclass), ``rollout`` (sampling with the KV cache), ``modeling``
+(trunk/head split, value heads, reward scoring), ``trainer`` (the iteration), ``checkpoint``
+(atomic files), ``__main__`` (the ``rlhf-ppo`` command line).
+"""
+
+from .config import PPOConfig
+from .trainer import PPOTrainer
+
+__all__ = ["PPOConfig", "PPOTrainer"]

@@ -1,0 +1,190 @@
+"""The model plumbing of the PPO trainer: trunk/head split, value heads and reward scoring.
+
+Every forward here follows the batch layout of :mod:`rlhf_lab.logprobs`: prompts left-padded to a
+common length ``P``, responses right-padded after EOS, position ids ``cumsum(mask) - 1``.
+
+A transformers causal LM is ``lm_head(trunk(x))`` for almost every architecture; when that holds
+(checked numerically once, see :func:`split_causal_lm`) the trainer runs the trunk once and
+projects onto the vocabulary only the ``T`` response positions, and a shared value head reads the
+same hidden states (one forward gives logits and values). Architectures that post-process their
+logits (soft-capping, scaling) fall back to the model's own forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..logprobs import position_ids_from_mask, response_logits
+
+Tensor = torch.Tensor
+
+
+def model_vocab_size(model) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and hasattr(head, "weight"):
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
+def hidden_size(model) -> int:
+    cfg = model.config
+    for name in ("hidden_size", "n_embd", "d_model"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int):
+            return v
+    return int(model.get_input_embeddings().weight.shape[1])
+
+
+def max_context(model) -> Optional[int]:
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+class CausalLMParts:
+    """``trunk`` (the base model) and ``head`` (the output embedding) of a causal LM, or ``None``
+    for both when the model's logits are not ``head(trunk(x).last_hidden_state)``."""
+
+    def __init__(self, model):
+        self.model = model
+        self.trunk, self.head = None, None
+        base = getattr(model, "base_model", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if base is not None and base is not model and head is not None:
+            self.trunk, self.head = base, head
+
+    @property
+    def fused(self) -> bool:
+        return self.trunk is not None
+
+
+@torch.no_grad()
+def split_causal_lm(model, probe_len: int = 5) -> CausalLMParts:
+    """Split ``model`` into trunk and head, verifying ``head(trunk(x)) == model(x).logits`` on a
+    short probe (in eval mode) so that models that rescale their logits are never mis-scored."""
+    parts = CausalLMParts(model)
+    if not parts.fused:
+        return parts
+    device = next(model.parameters()).device
+    vocab = model_vocab_size(model)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (1, probe_len), generator=g).to(device)
+    mask = torch.ones_like(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        full = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+        h = parts.trunk(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        split = parts.head(h).float()
+        ok = split.shape == full.shape and torch.allclose(split, full, rtol=1e-3, atol=1e-3)
+    except Exception:  # any architecture whose trunk cannot be called like this
+        ok = False
+    finally:
+        model.train(was_training)
+    if not ok:
+        parts.trunk, parts.head = None, None
+    return parts
+
+
+def policy_forward(parts: CausalLMParts, input_ids: Tensor, attention_mask: Tensor, response_start: int,
+                   want_hidden: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Response-aligned logits ``[B, T, V]`` (``T = L - P``) and, when ``want_hidden``, the hidden
+    states ``[B, T, H]`` at the same positions (column ``P - 1 + t`` predicts response token t)."""
+    p = response_start
+    if parts.fused:
+        out = parts.trunk(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        h = out.last_hidden_state[:, p - 1 : -1]
+        return parts.head(h), (h if want_hidden else None)
+    if not want_hidden:
+        return response_logits(parts.model, input_ids, attention_mask, p), None
+    out = parts.model(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+                      output_hidden_states=True)
+    return out.logits[:, p - 1 : -1], out.hidden_states[-1][:, p - 1 : -1]
+
+
+def new_value_head(width: int) -> nn.Linear:
+    r"""A linear value head :math:`V(s_t) = w^\top h_t + b`, initialized to zero.
+
+    Zero weights make :math:`V \equiv 0` at the start and, on a shared trunk, send no value-loss
+    gradient into the trunk on the first update (the policy is not disturbed before the head has
+    learned anything); the bias then moves quickly to the mean return."""
+    head = nn.Linear(width, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def scalar_head(model) -> nn.Module:
+    """The one-label head of a sequence-classification model (``score`` or ``classifier``)."""
+    for name in ("score", "classifier", "v_head", "value_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise ValueError(
+        f"{type(model).__name__} has no `score`/`classifier` head: pass a transformers "
+        "*ForSequenceClassification model with num_labels=1"
+    )
+
+
+class ValueModel(nn.Module):
+    r"""A separate value network :math:`V_\phi(s_t)` for every response position.
+
+    Built from a sequence-classification model (its trunk and its one-label head, read at every
+    position as TRL does) or from a causal LM (its trunk and a new zero-initialized head)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    @classmethod
+    def from_pretrained_model(cls, model, copy_model: bool = False) -> "ValueModel":
+        if copy_model:
+            model = copy.deepcopy(model)
+        base = getattr(model, "base_model", model)
+        try:
+            head = scalar_head(model)
+        except ValueError:
+            head = new_value_head(hidden_size(model))
+            head.to(next(model.parameters()).device)
+        return cls(base, head)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:
+        """Values ``[B, T]`` at the columns ``P - 1 … L - 2`` (the states that emit tokens 0 … T-1)."""
+        out = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        h = out.last_hidden_state[:, response_start - 1 : -1]
+        return self.head(h).squeeze(-1).float()
+
+
+def score_with_model(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Scores ``[B]`` of a one-label sequence-classification model, read at each row's last real
+    token (works for left and right padding, and when the pad token equals EOS). Gradients flow
+    unless called under ``torch.no_grad()`` (the PPO trainer does; reward-model training doesn't)."""
+    L = input_ids.shape[1]
+    cols = torch.arange(L, device=input_ids.device)
+    last = (cols * (attention_mask != 0)).argmax(dim=1)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    base = getattr(reward_model, "base_model", None)
+    try:
+        head = scalar_head(reward_model)
+    except ValueError:
+        head = None
+    if base is not None and base is not reward_model and head is not None:
+        h = base(input_ids=input_ids, attention_mask=attention_mask,
+                 position_ids=position_ids_from_mask(attention_mask), use_cache=False).last_hidden_state
+        out = head(h[rows, last])
+    else:
+        out = reward_model(input_ids=input_ids, attention_mask=attention_mask).logits
+    if out.dim() != 2 or out.shape[1] != 1:
+        raise ValueError(f"the reward model must have exactly one label, its output has shape {tuple(out.shape)}")
+    return out[:, 0].float()
