@@ -452,8 +452,9 @@ class PPOTrainer:
                             acc["value_clipfrac"] += masked_mean(vclip, m) * w
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
-                if cfg.max_grad_norm is not None:
-                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self._trainable, cfg.max_grad_norm))
+                # With no clipping the norm is still measured (an infinite bound scales by 1).
+                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+                grad_norms.append(torch.nn.utils.clip_grad_norm_(self._trainable, max_norm))
                 if self.scaler is not None:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
@@ -464,7 +465,7 @@ class PPOTrainer:
         out = {k: float(v) / n_updates for k, v in acc.items()}
         if cfg.ent_coef == 0:
             out.pop("entropy_update")
-        out["grad_norm"] = float(torch.stack(grad_norms).mean()) if grad_norms else float("nan")
+        out["grad_norm"] = float(torch.stack(grad_norms).mean())
         return out
 
     # ------------------------------------------------------------------ the loop
