@@ -19,7 +19,16 @@ from typing import Optional, Tuple
 
 import torch
 
-from .masked import as_mask, check_finite, check_same_shape, check_scalar, masked_mean, masked_var
+from .masked import (
+    as_mask,
+    check_finite,
+    check_same_shape,
+    check_scalar,
+    check_token_tensor,
+    masked_mean,
+    masked_var,
+    zero_padding,
+)
 
 Tensor = torch.Tensor
 
@@ -31,19 +40,6 @@ def _check_rate(name: str, value: float) -> float:
     return v
 
 
-def _check_2d(name: str, x: Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape [batch, response_len], got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-
-
-def _clean(x: Tensor, m: Tensor) -> Tensor:
-    return torch.where(m != 0, x, torch.zeros_like(x))
-
-
 def discounted_returns(rewards: Tensor, gamma: float, mask: Optional[Tensor] = None) -> Tensor:
     r"""Reward-to-go :math:`G_t = \sum_{k \ge t} \gamma^{k-t} r_k` over each row's real tokens.
 
@@ -53,11 +49,11 @@ def discounted_returns(rewards: Tensor, gamma: float, mask: Optional[Tensor] = N
     Returns:
         ``[B, T]``; padded positions are 0.
     """
-    _check_2d("rewards", rewards)
+    check_token_tensor("rewards", rewards)
     g = _check_rate("gamma", gamma)
     m = as_mask(mask, rewards)
     check_finite("rewards", rewards, m)
-    r = _clean(rewards, m)
+    r = zero_padding(rewards, m)
     if r.shape[1] == 0:
         return r.clone()
     carry = torch.zeros_like(r[:, 0])
@@ -94,15 +90,15 @@ def gae(
     Returns:
         ``(advantages, returns)``, both ``[B, T]``, 0 at padded positions.
     """
-    _check_2d("rewards", rewards)
+    check_token_tensor("rewards", rewards)
     check_same_shape(rewards=rewards, values=values)
     g = _check_rate("gamma", gamma)
     lmbda = _check_rate("lam", lam)
     m = as_mask(mask, rewards)
     check_finite("rewards", rewards, m)
     check_finite("values", values, m)
-    r = _clean(rewards, m)
-    v = _clean(values.to(rewards.dtype), m)
+    r = zero_padding(rewards, m)
+    v = zero_padding(values.to(rewards.dtype), m)
     if r.shape[1] == 0:
         return r.clone(), r.clone()
     next_value = torch.zeros_like(r[:, 0])
@@ -116,7 +112,7 @@ def gae(
         next_value = torch.where(real, v[:, t], next_value)
         adv[t] = torch.where(real, a, torch.zeros_like(a))
     advantages = torch.stack(adv, dim=1)
-    returns = _clean(advantages + v, m)
+    returns = zero_padding(advantages + v, m)
     return advantages, returns
 
 
@@ -135,10 +131,10 @@ def whiten(x: Tensor, mask: Optional[Tensor] = None, shift_mean: bool = True, ep
     m = as_mask(mask, x)
     check_finite("x", x, m)
     check_scalar("eps", eps, nonnegative=True)
-    xc = _clean(x, m)
+    xc = zero_padding(x, m)
     mean = masked_mean(xc, m)
     var = masked_var(xc, m)
     out = (xc - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
-    return _clean(out, m)
+    return zero_padding(out, m)

@@ -43,6 +43,21 @@ def check_same_shape(**tensors: Tensor) -> None:
             )
 
 
+def check_token_tensor(name: str, x: Tensor) -> None:
+    """A per-token quantity must be a floating-point ``[batch, response_len]`` tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape [batch, response_len], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` with padded positions set to 0 (a NaN there would survive ``0 * x``)."""
+    return torch.where(mask != 0, x, torch.zeros_like(x))
+
+
 def check_finite(name: str, x: Tensor, mask: Optional[Tensor] = None) -> None:
     """Raise if ``x`` holds NaN or inf at a real (unmasked) position."""
     bad = ~torch.isfinite(x)

@@ -17,24 +17,19 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .divergence import kl_estimate, sequence_log_ratio
-from .masked import as_mask, check_finite, check_same_shape, check_scalar, masked_mean
+from .masked import (
+    as_mask,
+    check_finite,
+    check_same_shape,
+    check_scalar,
+    check_token_tensor,
+    masked_mean,
+    zero_padding,
+)
 
 Tensor = torch.Tensor
 
 PER_TOKEN_KL = ("k1", "k3")
-
-
-def _clean(x: Tensor, m: Tensor) -> Tensor:
-    return torch.where(m != 0, x, torch.zeros_like(x))
-
-
-def _tokens(name: str, x: Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape [batch, response_len], got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def _scores(scores: Tensor, like: Tensor) -> Tensor:
@@ -58,15 +53,15 @@ def policy_gradient_objective(logp: Tensor, advantages: Tensor, mask: Optional[T
     treated as constants (detached). The A2C loss is ``-policy_gradient_objective(...)`` plus a
     value loss. Returns a 0-d tensor.
     """
-    _tokens("logp", logp)
+    check_token_tensor("logp", logp)
     check_same_shape(logp=logp, advantages=advantages)
     m = as_mask(mask, logp)
     check_finite("logp", logp, m)
     check_finite("advantages", advantages, m)
     if logp.shape[0] == 0:
         raise ValueError("logp has an empty batch")
-    a = _clean(advantages.detach().to(logp.dtype), m)
-    return (_clean(logp, m) * a).sum(dim=-1).mean()
+    a = zero_padding(advantages.detach().to(logp.dtype), m)
+    return (zero_padding(logp, m) * a).sum(dim=-1).mean()
 
 
 def rlhf_loss(scores: Tensor, logp: Tensor, ref_logp: Tensor, beta: float, mask: Optional[Tensor] = None) -> Tensor:
@@ -80,7 +75,7 @@ def rlhf_loss(scores: Tensor, logp: Tensor, ref_logp: Tensor, beta: float, mask:
     :func:`rlhf_lab.divergence.sequence_log_ratio` (units 1 and 5). ``scores`` is ``[B]``
     (NaN/inf raise), ``beta >= 0``. Returns a 0-d tensor.
     """
-    _tokens("logp", logp)
+    check_token_tensor("logp", logp)
     b = check_scalar("beta", beta, nonnegative=True)
     s = _scores(scores, logp)
     penalty = sequence_log_ratio(logp, ref_logp, mask)
@@ -111,7 +106,7 @@ def per_token_rewards(
     Returns:
         ``[B, T]``, 0 at padded positions.
     """
-    _tokens("logp", logp)
+    check_token_tensor("logp", logp)
     if kl not in PER_TOKEN_KL:
         raise ValueError(f"kl must be one of {PER_TOKEN_KL}, got {kl!r}")
     b = check_scalar("beta", beta, nonnegative=True)
@@ -160,7 +155,7 @@ def ppo_clip_loss(
         - ``approx_kl_k1``: mean of :math:`-\log \rho` (the k1 estimator of the same KL);
         - ``ratio_mean``, ``ratio_min``, ``ratio_max``: of :math:`\rho` over real tokens.
     """
-    _tokens("logp", logp)
+    check_token_tensor("logp", logp)
     check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages)
     eps = check_scalar("clip_eps", clip_eps, positive=True)
     m = as_mask(mask, logp)
@@ -169,8 +164,8 @@ def ppo_clip_loss(
     check_finite("logp", logp, m)
     check_finite("old_logp", old_logp, m)
     check_finite("advantages", advantages, m)
-    a = _clean(advantages.detach().to(logp.dtype), m)
-    log_ratio = _clean(logp - old_logp.detach().to(logp.dtype), m)
+    a = zero_padding(advantages.detach().to(logp.dtype), m)
+    log_ratio = zero_padding(logp - old_logp.detach().to(logp.dtype), m)
     ratio = torch.exp(log_ratio)
     unclipped = -a * ratio
     clipped = -a * torch.clamp(ratio, 1.0 - eps, 1.0 + eps)
@@ -206,18 +201,18 @@ def value_loss(
     Without ``clip_eps``: :math:`\tfrac12 \operatorname{mean}_t (V_t - \hat R_t)^2` (the A2C
     critic loss of unit 3). ``old_values`` and ``returns`` are detached. Returns a 0-d tensor.
     """
-    _tokens("values", values)
+    check_token_tensor("values", values)
     check_same_shape(values=values, old_values=old_values, returns=returns)
     m = as_mask(mask, values)
     check_finite("values", values, m)
     check_finite("old_values", old_values, m)
     check_finite("returns", returns, m)
-    v = _clean(values, m)
-    ret = _clean(returns.detach().to(values.dtype), m)
+    v = zero_padding(values, m)
+    ret = zero_padding(returns.detach().to(values.dtype), m)
     err = (v - ret) ** 2
     if clip_eps is not None:
         eps = check_scalar("clip_eps", clip_eps, positive=True)
-        old = _clean(old_values.detach().to(values.dtype), m)
+        old = zero_padding(old_values.detach().to(values.dtype), m)
         v_clip = old + torch.clamp(v - old, -eps, eps)
         err = torch.maximum(err, (v_clip - ret) ** 2)
     return 0.5 * masked_mean(err, m)

@@ -7,6 +7,8 @@ Kept small on purpose; other test files may use them:
   in eval mode. Session-scoped: do not train it in place (``copy.deepcopy`` it first).
 - ``float_dtype``: parametrized over float32 and float64.
 - ``device``: CPU, plus CUDA when available (CUDA cases skip otherwise).
+- ``one_thread``: one intra-op torch thread for the test (training tests: deterministic and robust
+  on a busy shared 2-core machine); use with ``pytest.mark.usefixtures("one_thread")``.
 """
 
 from __future__ import annotations
@@ -39,3 +41,11 @@ def float_dtype(request):
 @pytest.fixture(params=DEVICES)
 def device(request):
     return torch.device(request.param)
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

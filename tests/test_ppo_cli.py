@@ -11,12 +11,7 @@ from rlhf_lab.plotting import load_metrics, plot_dashboard
 from rlhf_lab.ppo.__main__ import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 RUN = """

@@ -13,12 +13,7 @@ from rlhf_lab.models import word_tokenizer
 from rlhf_lab.reward_model import bradley_terry_loss, reward_accuracy, score_texts, train_reward_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

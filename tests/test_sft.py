@@ -9,12 +9,7 @@ from rlhf_lab.models import tiny_causal_lm, word_tokenizer
 from rlhf_lab.sft import encode_examples, sft, sft_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
