@@ -710,12 +710,11 @@ before_after(main_trainer.policy, show_prompts)
 # %%
 # NBVAL_IGNORE_OUTPUT
 BETAS = [0.0, 0.05, BETA_MAIN, 1.0]
-runs = {BETA_MAIN: (main_metrics, main_judge, main_trainer)}
+# Longer than the main run: over-optimization shows once the policy has had time to travel.
+HACK_ITERATIONS = 3 * SIZES["ppo_iterations"]
 t0 = time.perf_counter()
-for b in BETAS:
-    if b not in runs:
-        runs[b] = run_ppo(b)
-print(f"{len(BETAS) - 1} more PPO runs in {time.perf_counter() - t0:.0f} s")
+runs = {b: run_ppo(b, iterations=HACK_ITERATIONS) for b in BETAS}
+print(f"{len(BETAS)} PPO runs of {HACK_ITERATIONS} iterations in {time.perf_counter() - t0:.0f} s")
 print(" beta   final KL   proxy start -> end   gold start -> peak -> end   max clipfrac  max approx-KL")
 summary = {}
 for b in BETAS:
@@ -755,11 +754,11 @@ plt.show()
 # where it ended). The x-axis is $\sqrt{\mathrm{KL}}$ as in Gao et al.; the dotted line is the SFT
 # policy's gold reward. What the runs say:
 #
-# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs the highest,
-#   the KL keeps growing (to several nats in our run, to tens in some runs on other platforms),
-#   and the gold reward rises a little, peaks at a KL of a few nats and then falls back, in our
-#   run to about where it started. Read the samples below: the policy has found answers the
-#   reward model never saw (run-on, repetitive phrases) that it scores highly.
+# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs the highest
+#   and never levels off, the KL keeps growing (to tens of nats in our run), and the gold reward
+#   rises a little, peaks early, at a KL of a few nats, and then falls far below where it started.
+#   Read the samples below: the policy has found answers the reward model never saw (repeated
+#   positive words, sentences that run on past their full stop) and scores highly.
 # - With a large $\beta$ the policy barely moves: the KL stays below a nat, the proxy rises the
 #   least, nothing is hacked and less is gained.
 # - In between, the penalty can stop the run near the top of its gold curve: in our runs
@@ -768,9 +767,11 @@ plt.show()
 #
 # In Gao et al.'s large runs all values of $\beta$ trace roughly the same gold-versus-KL curve, and
 # $\beta$ only chooses *where on the curve* training settles. Our miniature is noisier and, in our
-# runs, the penalized runs found more gold at the same KL than the unpenalized one: the penalty
-# seems to steer *which way* the policy moves as well, towards proxy reward that is cheap in KL,
-# which here is mostly reward that the gold rule agrees with.
+# runs, the penalized runs also found more gold at the same KL than the unpenalized one: the
+# penalty seems to steer *which way* the policy moves as well, towards proxy reward that is cheap
+# in KL, which here is mostly reward that the gold rule agrees with. These runs are three times
+# longer than the main run of section 7: over-optimization needs time to show, and with fewer
+# iterations the $\beta = 0$ run is caught near its gold peak.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -782,7 +783,7 @@ for p, r in runs[b_small][1].samples[-1][:6]:
 # what is robust across seeds and thread counts: the proxy climbs a lot, the gold turns down
 # and ends well below the beta = 0.2 run's, and a large beta keeps the policy close.
 assert s_small["proxy1"] > s_small["proxy0"] + 1.0
-assert s_small["gold_peak"] > s_small["gold1"] + 0.1
+assert s_small["gold_peak"] > s_small["gold1"] + 0.5
 assert s_small["gold1"] < summary[BETA_MAIN]["gold1"] - 0.3
 assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
 
@@ -1028,8 +1029,7 @@ multiple_choice(
 # $\beta(\log\pi_\theta - \log\pi_{\mathrm{ref}})$ charges every token for departing from the
 # reference, so a larger $\beta$ keeps the policy's style close to the SFT model's. In section 8
 # the $\beta = 1$ run stays within about a nat of the reference and writes grammar answers, while
-# the $\beta = 0$ run wanders several nats away (tens in some runs) and writes run-on, repetitive
-# text.
+# the $\beta = 0$ run wanders tens of nats away and writes run-on, repetitive text.
 # ```
 #
 # ```{exercise}
@@ -1085,10 +1085,9 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 #
 # Without the penalty nothing ties the policy to the distribution the reward model was trained
 # on. The proxy climbs the whole time, the KL grows without levelling off, and the gold reward
-# peaks early, at a KL of a few nats in our runs, then falls: back to about the SFT policy's level
-# in our run, below it in runs that travel further. The samples show why: repetitions, negations
-# ("nice , not nice") and sentences that run on past their full stop, which the gold rule punishes
-# and the reward model, never having seen them, scores highly. Fluency degrades as well, since
+# peaks early, at a KL of a few nats in our runs, then falls well below the SFT policy's level.
+# The samples show why: repeated positive words and sentences that run on past their full stop,
+# which the gold rule punishes and the reward model, never having seen them, scores highly. Fluency degrades as well, since
 # nothing rewards staying close to the language the SFT model learned. The reference policy is
 # what keeps RLHF a *fine*-tuning.
 # ```
