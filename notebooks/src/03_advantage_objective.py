@@ -163,11 +163,17 @@ advantage_objective.softmax_score().show()
 
 # %% [markdown]
 # **Reward-to-go.** The return $R(\tau)$ includes rewards collected *before* step $t$. Given the
-# past, the action $a_t$ is drawn from $\pi_\theta(\cdot \mid s_t)$ and its score has mean zero
-# (the next derivation), so the product of the score at $t$ with an earlier reward averages to
-# zero: dropping earlier rewards removes pure noise. What remains is the reward-to-go
-# $G_t = \sum_{t' \geq t} r_{t'}$. Section 4 checks this numerically: both weights give the same
-# mean gradient, the exact one, and the reward-to-go gives less variance.
+# past, the action $a_t$ is drawn from $\pi_\theta(\cdot \mid s_t)$ and its score has mean zero,
+# so the product of the score at $t$ with an earlier reward averages to zero: dropping earlier
+# rewards removes pure noise. What remains is the reward-to-go $G_t = \sum_{t' \geq t} r_{t'}$.
+# Here is the smallest case, two steps, verified symbolically; section 4 checks the same thing
+# numerically on a longer problem (both weights give the same mean gradient, and the reward-to-go
+# gives less variance).
+
+# %%
+advantage_objective.reward_to_go().show()
+
+# %% [markdown]
 #
 # **Baseline.** The same zero-mean property lets us subtract from $G_t$ any $b(s_t)$ that does not
 # depend on the action. Here it is with a softmax policy and any action values $Q$:

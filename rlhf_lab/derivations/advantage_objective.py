@@ -17,7 +17,7 @@ from .core import Derivation, equal, holds, then
 
 __all__ = [
     "derivation", "derivations",
-    "policy_gradient", "dynamics_drop_out", "softmax_score", "baseline_unbiased",
+    "policy_gradient", "dynamics_drop_out", "reward_to_go", "softmax_score", "baseline_unbiased",
     "three_action_example", "a2c_loss",
 ]
 
@@ -105,6 +105,42 @@ def dynamics_drop_out() -> Derivation:
                   "dynamics and start state do not depend on θ",
                   tex_lhs=r"\nabla_\theta\log\Pr_\theta(\tau)",
                   tex_rhs=r"\sum_{t=0}^{T-1}\nabla_\theta\log " + PI),
+        ],
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def reward_to_go() -> Derivation:
+    """Rewards earned before step t do not bias step t's gradient term: E[∇ log π(a_2) r_1] = 0,
+    so each log-probability can be weighted by the reward-to-go instead of the whole return."""
+    p = sp.symbols("p_1:4", positive=True)            # first-step action probabilities
+    r1 = sp.symbols("r1_1:4", real=True)              # reward after the first action a_1 = i
+    r2 = sp.Matrix(3, 3, lambda a1, a2: sp.Symbol(f"r2_{a1 + 1}{a2 + 1}", real=True))
+    score_sum = sum((pi3[a] * _score(a) for a in range(3)), sp.zeros(3, 1))   # E_{a_2}[∇ log π]
+
+    def expect(weight):
+        """E over a_1 ~ p, a_2 ~ π_θ of ∇_z log π_θ(a_2) · weight(a_1, a_2)."""
+        return sum((p[a1] * pi3[a2] * _score(a2) * weight(a1, a2)
+                    for a1 in range(3) for a2 in range(3)), sp.zeros(3, 1))
+
+    past = expect(lambda a1, a2: r1[a1])
+    return Derivation(
+        title="Reward-to-go: rewards from the past drop out",
+        intro=(r"Two steps with three actions each: $a_1 \sim p$, then $a_2 \sim \pi_\theta$ "
+               r"(softmax of logits $z$); $r_1$ follows $a_1$, $r_2$ follows $a_2$. The gradient "
+               r"term of step 2 is weighted by the return $r_1 + r_2$."),
+        name=f"{_MOD}.reward_to_go",
+        steps=[
+            equal(past, sum((p[a1] * r1[a1] * score_sum for a1 in range(3)), sp.zeros(3, 1)),
+                  "r_1 is fixed before a_2 is drawn",
+                  tex_lhs=r"\mathbb{E}\big[\nabla_z\log\pi_\theta(a_2)\,r_1(a_1)\big]",
+                  tex_rhs=(r"\sum_{a_1} p(a_1)\,r_1(a_1)\sum_{a_2}\pi_\theta(a_2)"
+                           r"\,\nabla_z\log\pi_\theta(a_2)")),
+            then(sp.zeros(3, 1), "the expected score is 0, as for a baseline", tex_rhs="0"),
+            equal(expect(lambda a1, a2: r1[a1] + r2[a1, a2]), expect(lambda a1, a2: r2[a1, a2]),
+                  "only the reward-to-go remains",
+                  tex_lhs=r"\mathbb{E}\big[\nabla_z\log\pi_\theta(a_2)\,(r_1 + r_2)\big]",
+                  tex_rhs=r"\mathbb{E}\big[\nabla_z\log\pi_\theta(a_2)\,r_2\big]"),
         ],
     )
 
@@ -245,5 +281,5 @@ def derivation() -> Derivation:
 
 def derivations() -> list[Derivation]:
     """All derivations of unit 3, main first."""
-    return [policy_gradient(), dynamics_drop_out(), softmax_score(), baseline_unbiased(),
+    return [policy_gradient(), dynamics_drop_out(), reward_to_go(), softmax_score(), baseline_unbiased(),
             three_action_example(), a2c_loss()]
