@@ -93,3 +93,16 @@ def test_stored_outputs_have_no_control_characters(name):
            for s in _strings(cell.get("outputs", []))
            if any(ord(ch) < 32 and ch not in "\t\n\r\x1b" for ch in s)]
     assert not bad, f"{name}: control characters in the outputs of cells {sorted(set(bad))}"
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_quiz_cells_hide_their_answers_in_the_book(name):
+    """A quiz's arguments hold its answer (``correct=``, the steps in order): the book shows only the quiz."""
+    import re
+
+    quiz = re.compile(r"\b(multiple_choice|numeric_quiz|ordering_quiz)\(")
+    nb = jupytext.read(SOURCES / f"{name}.py")
+    shown = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and quiz.search(c.source)
+             and "remove-input" not in c.metadata.get("tags", [])]
+    assert not shown, f"{name}: quiz cells {shown} need the tag remove-input"

@@ -501,7 +501,7 @@ plt.show()
 # the previous parameters. What is the main effect of the added term on training?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"What does the term \(-\beta\,D(\theta, \theta_{\mathrm{old}})\) mainly do during optimization?",
     ["It raises the reward the policy can reach, because the objective gets an extra term.",
@@ -534,7 +534,7 @@ multiple_choice(
 # Use the figures of section 4 to justify your answer.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"Increasing \(\beta\) in \(J - \beta D\) expands the trusted region.",
     ["True", "False"],
@@ -571,7 +571,7 @@ multiple_choice(
 # 3. And with $\beta = 2$?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"With \(\beta = 0.5\), what is the largest value of \(J_{\mathrm{new}}\) among A, B, C?",
              1.1, tol=1e-3, key="u1-choose-value",
              hint="Compute J − 0.5·D for each of the three updates.")
@@ -604,7 +604,7 @@ check_choice(answer, "a", explanations={
 # logarithm).
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"\(\log \pi_\theta(\tau) - \log \pi_{\mathrm{ref}}(\tau)\) for \(\pi_\theta(\tau) = 0.12\), "
              r"\(\pi_{\mathrm{ref}}(\tau) = 0.03\)?", math.log(4), tol=5e-3, key="u1-compute",
              hint="The difference of logs is the log of the ratio.")
@@ -630,7 +630,7 @@ check_number(answer, math.log(0.12) - math.log(0.03), rtol=1e-3, name="penalty",
 # accurate interpretation? And what if it were negative?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "A trajectory's penalty \\(\\log\\pi_\\theta(\\tau) - \\log\\pi_{\\mathrm{ref}}(\\tau)\\) is large and positive. "
     "What does that say?",
@@ -645,7 +645,7 @@ multiple_choice(
                   "The penalty involves only the two policies, not the reward."],
     key="u1-interpret")
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "A sampled trajectory has penalty \\(-0.7\\). Which statement is right?",
     ["Something is wrong: a KL divergence cannot be negative.",
@@ -680,7 +680,7 @@ multiple_choice(
 # `rlhf_lab.divergence.kl_estimate(..., kind="k3")`.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Which estimator is unbiased and never negative?",
     ["\\(k_1 = -\\log r\\)", "\\(k_2 = \\frac12 (\\log r)^2\\)", "\\(k_3 = (r - 1) - \\log r\\)"],

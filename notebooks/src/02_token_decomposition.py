@@ -587,11 +587,11 @@ assert torch.equal(first_eos_mask(resp_e, tok.eos_token_id), mask_e[:, P_e:].flo
 #    contributes most?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"Penalty of the response 'Good day': \((-0.8 + 1.5) + (-0.4 + 2.1) = \;?\)", 2.4,
              tol=1e-3, key="u2-good-day-penalty", hint="Compute the per-token differences first.")
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"How many times likelier is 'Good day' under \(\pi_\theta\) than under \(\pi_{\mathrm{ref}}\)? "
              "(one decimal)", math.exp(2.4), tol=5e-3, key="u2-good-day-ratio",
              hint="Exponentiate the sequence penalty.")
@@ -604,7 +604,7 @@ answer = ...   # e.g. a one-line torch expression
 check_number(answer, 2.4, rtol=1e-4, name="penalty",
              explain="Sum over tokens of log π_θ − log π_ref: (−0.8 + 1.5) + (−0.4 + 2.1).")
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "What can be concluded about the policy on this generation?",
     ["The policy has drifted from the reference: it makes 'Good day' about 11 times likelier, mostly through 'day'.",
@@ -689,7 +689,7 @@ check_function(my_token_penalty, reference_token_penalty, cases, rtol=1e-4, atol
 # change to the training is most specifically designed to counteract this drift?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Which adjustment most directly counteracts the drift away from the supervised model's behaviour?",
     ["Train the reward model longer on more comparisons.",
@@ -721,7 +721,7 @@ multiple_choice(
 # RLHF, optimizing only the learned reward?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Without the reference policy, RLHF optimizes the learned reward alone. What tends to happen?",
     ["Nothing changes, because the reward model already encodes human preferences perfectly.",
@@ -797,7 +797,7 @@ multiple_choice(
 # is $+0.9$. How do you read the negative token?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "One token has per-token penalty \\(-1.2\\); the response's total is \\(+0.9\\). What does the negative term mean?",
     ["The computation is wrong: a penalty must be positive at every token.",
@@ -828,7 +828,7 @@ multiple_choice(
 # Which expression is the objective that PPO maximizes when training a language model with RLHF?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "The RLHF objective for a language model policy \\(\\pi_\\theta\\) (maximized):",
     ["\\(\\mathbb{E}_{x,\\, y\\sim\\pi_\\theta}\\big[r(x, y)\\big]\\)",

@@ -633,7 +633,7 @@ plt.show()
 # $\sum_a \log\pi_\theta(a \mid s)\,A(s, a)$. How do the three probabilities change?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"After one ascent step with advantages \((+2, -1, 0)\), what happens to the probabilities?",
     [r"\(\pi(a_1)\) rises, \(\pi(a_2)\) falls, and \(a_3\) gets no direct push; it can only move through the normalization.",
@@ -647,7 +647,7 @@ multiple_choice(
                   r"A negative advantage means the action did worse than average; ascent makes it less likely."],
     key="u3-three-actions")
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"At the uniform policy, what is \(\partial L / \partial z_1\) for \(L(z) = \sum_a A(a)\log\pi_\theta(a)\) "
              r"with \(A = (2, -1, 0)\)? (two decimals)", 5 / 3, tol=5e-3, key="u3-grad-z1",
              hint="Use the closed form A − π Σ_a A(a) with π = (1/3, 1/3, 1/3).")
@@ -672,7 +672,7 @@ numeric_quiz(r"At the uniform policy, what is \(\partial L / \partial z_1\) for 
 # policy-gradient update, and what does it mean about the action?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"A sample with \(A(s_t, a_t) = 0\) contributes to the gradient…",
     ["…a push that makes the action less likely, to encourage exploration.",
@@ -706,7 +706,7 @@ multiple_choice(
 # transformation for?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"Why rewrite \(\nabla_\theta \Pr_\theta(\tau)\) as \(\Pr_\theta(\tau)\,\nabla_\theta \log \Pr_\theta(\tau)\)?",
     ["To make the gradient an expectation under the policy, so it can be estimated by averaging over sampled trajectories.",
@@ -741,7 +741,7 @@ multiple_choice(
 # its form as an expectation of per-step scores.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 ordering_quiz(
     "Order the steps of the policy-gradient derivation.",
     [r"\(\nabla_\theta J(\theta) = \nabla_\theta \sum_\tau \Pr_\theta(\tau)\,R(\tau)\)",
@@ -771,7 +771,7 @@ ordering_quiz(
 # Where is the mistake?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "What is wrong with the colleague's derivation?",
     ["Nothing; RL needs a differentiable reward.",
@@ -803,7 +803,7 @@ multiple_choice(
 # return $R(\tau)$? Use the table of section 4 in your answer.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "The main benefit of the advantage over the raw return as the weight is…",
     ["…a different expected gradient that converges to a better policy.",

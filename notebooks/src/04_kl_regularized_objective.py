@@ -555,7 +555,7 @@ assert kl_dpo < 0.05
 # cause?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Coherent, safe, but mediocre and barely better than the reference. The most likely cause:",
     [r"\(\beta\) is too large: the penalty for leaving \(\pi_{\mathrm{ref}}\) outweighs the reward to be gained.",
@@ -589,7 +589,7 @@ multiple_choice(
 # Why can the reward model not be trusted here?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "High reward, drifting style. What is designed to hold this back?",
     [r"The KL penalty \(\beta(\log\pi_\theta - \log\pi_{\mathrm{ref}})\) to the reference: increase \(\beta\).",
@@ -645,7 +645,7 @@ multiple_choice(
 # and what is its value? For which $\beta$ are they tied?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"The larger of the two values of \(\mathbb{E}[r] - \beta\,\mathrm{KL}\) at \(\beta = 0.2\)?",
              1.4, tol=1e-3, key="u4-tradeoff", hint="1.5 − 0.2·0.5 and 2.0 − 0.2·4.0.")
 
@@ -671,7 +671,7 @@ ok = check_number(answer, 0.5 / 3.5, rtol=1e-3, name="β at the tie",
 # "the same penalty, just written the other way round". What does this objective reward?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"What does \(-r + \beta(\log\pi_{\mathrm{ref}} - \log\pi_\theta)\) encourage?",
     ["The same as the RLHF loss.",
@@ -703,7 +703,7 @@ multiple_choice(
 # model's score is used for.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 ordering_quiz(
     "Order the events of one policy-learning iteration.",
     ["Sample a batch of prompts.",
@@ -713,7 +713,7 @@ ordering_quiz(
      r"Take a gradient step on \(\theta\) (the reference and the reward model stay frozen)."],
     key="u4-loop", seed=1)
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Within one iteration, the most direct use of the reward model's score is…",
     ["…to fine-tune the reward model on the new response.",
@@ -745,7 +745,7 @@ multiple_choice(
 # $\log Z(x)$ valid?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"Why may \(\log Z(x)\) be dropped from the objective?",
     [r"Because \(Z(x) = 1\) for every prompt.",
@@ -778,7 +778,7 @@ multiple_choice(
 # from the substitution of $\pi^*$.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 ordering_quiz(
     r"Order the steps from \(\mathrm{KL}(\pi_\theta\,\|\,\pi^*)\) to the regularized objective.",
     [r"\(\mathrm{KL}(\pi_\theta\,\|\,\pi^*) = \sum_y \pi_\theta(y)\log\frac{\pi_\theta(y)}{\pi_{\mathrm{ref}}(y)\,e^{r(y)/\beta}/Z}\)",
@@ -805,7 +805,7 @@ ordering_quiz(
 # What is the most direct consequence of a large increase of $\beta$?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"Increasing \(\beta\) a lot makes \(\pi^*\)…",
     [r"…closer to \(\pi_{\mathrm{ref}}\): the reward's influence fades.",
@@ -858,7 +858,7 @@ multiple_choice(
 # overflowing for large $r/\beta$; it is checked against `rlhf_lab.optimal_policy.optimal_policy`.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"\(\pi^*(y_2)\) for \(\pi_{\mathrm{ref}} = (0.5, 0.3, 0.2)\), \(r = (1, 2, 0)\), \(\beta = 1\)? (three decimals)",
              float(optimal_policy(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([1.0, 2.0, 0.0]), 1.0)[1]),
              tol=2e-3, key="u4-target",
@@ -926,7 +926,7 @@ ok = check_number(answer, 0.4 / math.log(4), rtol=1e-3, name="β threshold",
 # stopping training early?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 def kl_at(beta):
     s = optimal_policy(pi_ref, reward, beta)
     return float(categorical_kl(s.log(), pi_ref.log()))
@@ -964,7 +964,7 @@ numeric_quiz(r"The \(\beta\) at which \(\mathrm{KL}(\pi^*\,\|\,\pi_{\mathrm{ref}
 # you minimizing?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     r"Low \(\mathrm{KL}(P\,\|\,Q)\), high \(\mathrm{KL}(Q\,\|\,P)\). The model \(Q\) most likely…",
     [r"…covers all of \(P\)'s modes but also spreads mass where \(P\) has almost none (mode covering).",
@@ -978,7 +978,7 @@ multiple_choice(
                   "A too-narrow Q misses mass of P, which makes KL(P‖Q) high."],
     key="u4-fwd-rev")
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Distillation by maximum likelihood on the teacher's samples minimizes…",
     [r"…the forward KL, \(\mathrm{KL}(p_{\text{teacher}}\,\|\,q_{\text{student}})\): the student covers the teacher.",
@@ -1014,7 +1014,7 @@ multiple_choice(
 # $Q = (0.9, 0.1)$ (natural logarithm). Which is larger, and why?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"\(\mathrm{KL}(P\,\|\,Q)\) for \(P = (0.5, 0.5)\), \(Q = (0.9, 0.1)\)? (three decimals)",
              0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1), tol=2e-3, key="u4-kl-calc",
              hint="Σ P log(P/Q) = 0.5 log(0.5/0.9) + 0.5 log(0.5/0.1).")

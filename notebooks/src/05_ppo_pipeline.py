@@ -873,7 +873,7 @@ assert abs(smol_metrics[0]["kl"]) < 1e-2      # the first rollout comes from the
 # `import inspect; print(inspect.getsource(PPOTrainer.step))`).
 # ```
 
-# %%
+# %% tags=["remove-input"]
 ordering_quiz(
     "Order the events inside one PPO iteration.",
     ["A batch of prompts is drawn from the prompt set.",
@@ -904,7 +904,7 @@ ordering_quiz(
 # response. What is the most direct use of that number within the iteration?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "What is the reward model's score used for, directly, within one PPO iteration?",
     ["It is added to the reward model's training set so that the scorer improves.",
@@ -976,7 +976,7 @@ check_function(my_clip_loss, reference_clip_loss, cases);
 # bug?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 numeric_quiz(r"Total reward \(\sum_t r_t\) of response A (\(r_A = 2.0\), \(\mathrm{Penalty}_A = 15\), \(\beta = 0.1\))?",
              0.5, tol=1e-3, key="u5-conflict",
              hint=r"The per-token rewards add up to \(r - \beta\,\mathrm{Penalty}\) (section 2).")
@@ -1007,7 +1007,7 @@ check_number(answer, 2.0 - 0.1 * 15);
 # runs of section 8.
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Which adjustment targets drift away from the supervised model's style most directly?",
     ["Raise the learning rate so that the policy converges before it drifts.",
@@ -1041,7 +1041,7 @@ multiple_choice(
 # section 8 looks like this?
 # ```
 
-# %%
+# %% tags=["remove-input"]
 multiple_choice(
     "Coherent, safe, barely improved, mediocre scores. Most likely cause?",
     ["The KL coefficient \\(\\beta\\) is too large: any departure from the reference costs more than the reward it earns.",
