@@ -101,12 +101,18 @@ def optimal_policy() -> Derivation:
     )
 
 
-@functools.lru_cache(maxsize=None)
-def kl_to_optimal_policy() -> Derivation:
-    """KL(π_θ‖π*) = −(1/β)(E_{π_θ}[r] − β·KL(π_θ‖π_ref)) + log Z(x)."""
+def _objective_terms():
+    """KL(π_θ‖π*), KL(π_θ‖π_ref) and E_{π_θ}[r] over the K responses, as sympy sums."""
     kl_star = _sum(p[i] * sp.log(p[i] / _pi_star()))
     kl_ref = _sum(p[i] * sp.log(p[i] / q[i]))
     expected_r = _sum(p[i] * r[i])
+    return kl_star, kl_ref, expected_r
+
+
+@functools.lru_cache(maxsize=None)
+def kl_to_optimal_policy() -> Derivation:
+    """KL(π_θ‖π*) = −(1/β)(E_{π_θ}[r] − β·KL(π_θ‖π_ref)) + log Z(x)."""
+    kl_star, kl_ref, expected_r = _objective_terms()
     normalized = {_sum(p[i]): 1}
     return Derivation(
         title="Minimizing KL to the optimal policy is the regularized objective",
@@ -181,9 +187,7 @@ def log_partition_is_constant() -> Derivation:
 @functools.lru_cache(maxsize=None)
 def maximum_value() -> Derivation:
     """The objective equals β log Z − β·KL(π_θ‖π*) ≤ β log Z, with equality at π* only."""
-    kl_star = _sum(p[i] * sp.log(p[i] / _pi_star()))
-    kl_ref = _sum(p[i] * sp.log(p[i] / q[i]))
-    expected_r = _sum(p[i] * r[i])
+    kl_star, kl_ref, expected_r = _objective_terms()
     kl_nonneg = sp.Symbol("k", nonnegative=True)    # stands for KL(π_θ‖π*) ≥ 0 (unit 1)
     qs = sp.symbols("q_1:4", positive=True)
     rs = sp.symbols("r_1:4", real=True)
