@@ -57,6 +57,10 @@ class PPOConfig:
     scaler). ``device=None`` picks CUDA when available. ``seed`` makes a CPU run repeat exactly.
     ``recompute_logprobs=None`` takes the old log-probs from the sampling pass in float32 and
     recomputes them with one forward under autocast (so that the first PPO ratio is exactly 1).
+
+    Speed. ``fused_activations`` replaces, in every model given to the trainer, transformers'
+    Python-level tanh-GELU (GPT-2's ``gelu_new``) by torch's fused kernel for the same function
+    (:func:`rlhf_lab.ppo.modeling.fuse_tanh_gelu`; outputs agree to float32 rounding).
     """
 
     # batch and optimisation
@@ -92,6 +96,7 @@ class PPOConfig:
     # models
     value_model: str = "shared"
     recompute_logprobs: Optional[bool] = None
+    fused_activations: bool = True
     # run
     seed: int = 0
     device: Optional[str] = None

@@ -58,6 +58,27 @@ def left_pad(token_lists, pad_id: int, device) -> tuple[Tensor, Tensor]:
     return ids.to(device), mask.to(device)
 
 
+def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
+    r"""One draw per row from :math:`\operatorname{softmax}(\text{logits})`: ``[B, V] -> [B]``.
+
+    Inverts the cumulative distribution in float64: ``u ~ U[0, 1)`` per row and the first token
+    whose cumulative probability exceeds ``u``. It needs ``B`` uniforms per step where
+    ``torch.multinomial`` draws an exponential per vocabulary entry (7x faster here for 32 x 512).
+    A token of probability 0 (a ``-inf`` logit) is never drawn; a row with no finite
+    distribution raises ``ValueError``."""
+    probs = torch.softmax(logits.double(), dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    total = cdf[:, -1:]
+    if not bool((torch.isfinite(total) & (total > 0)).all()):
+        raise ValueError("logits hold NaN (or a row of -inf): cannot sample a token")
+    u = torch.rand((logits.shape[0], 1), generator=generator, dtype=torch.float64, device=logits.device)
+    idx = torch.searchsorted(cdf, u * total, right=True).squeeze(1)
+    # u * total can round up to total: fall back to the last token that has probability > 0
+    V = logits.shape[-1]
+    last_positive = (V - 1) - (probs > 0).flip(-1).int().argmax(dim=-1)
+    return torch.minimum(idx, last_positive)
+
+
 @torch.no_grad()
 def sample(
     parts: CausalLMParts,
@@ -108,7 +129,7 @@ def sample(
                 v = value_head(h).squeeze(-1).float()
         logits = logits.float()
         z = logits / temperature
-        nxt = torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator).squeeze(1)
+        nxt = sample_categorical(z, generator)
         live = ~done
         nxt = torch.where(live, nxt, torch.full_like(nxt, pad_token_id))
         tokens[:, t] = nxt

@@ -44,6 +44,7 @@ from .checkpoint import atomic_torch_save, load_checkpoint
 from .config import PPOConfig
 from .modeling import (
     ValueModel,
+    fuse_tanh_gelu,
     hidden_size,
     max_context,
     model_vocab_size,
@@ -176,6 +177,10 @@ class PPOTrainer:
                 raise ValueError("reward_tokenizer has no pad token")
         elif not callable(reward):
             raise ValueError("reward must be a callable (prompts, responses) -> list[float] or a sequence-classification model")
+
+        if cfg.fused_activations:
+            for m in (self.policy, self.ref_policy, self.value_model, self.reward):
+                fuse_tanh_gelu(m)
 
         # optimisation
         self._trainable = [p for p in self.policy.parameters() if p.requires_grad]
