@@ -23,10 +23,13 @@ shared, so only side-by-side ratios are meaningful. Prints JSON lines: every raw
 summary with medians and ratios; all lines are appended to ``benchmarks/results/``.
 
 Learning on the same task: both implementations train the identical starting policy for the
-same number of iterations against the identical reward model (the anchor's random GPT-2
-classifier) with the same config except a learning rate large enough to move in a few dozen
-iterations (``--learning-lr``); we compare the mean score of the last 5 iterations minus that of
-the first 5 (same batch size, same prompts, same sampling temperature), and the final KL.
+same number of iterations against the identical reward model with the same config except a
+learning rate large enough to move in a few dozen iterations (``--learning-lr``); we compare the
+mean score of the first and last 5 iterations (same batch size, prompts and temperature) and the
+final KL. ``--learning-task token-set`` (default): the score is the number of response tokens in
+a fixed set of 32 ids (1/16 of the vocabulary), a rule with a known start (about 2 of 32 tokens
+for a random policy) and optimum (32) that both trainers call as the same one-label classifier; ``random-rm``: the anchor's
+random GPT-2 classifier (a weak test: its scores barely vary).
 """
 
 from __future__ import annotations
@@ -71,9 +74,57 @@ def anchor_prompts(anchor, tokenizer, rng):
     return rows
 
 
+TOKEN_SET = tuple(range(5, 512, 16))  # 32 token ids, 1/16 of the anchor's vocabulary
+LEARNING_TASKS = ("token-set", "random-rm")
+
+
+def token_set_reward_model(token_ids=TOKEN_SET, prompt_len: int = 8, response_len: int = 32):
+    """A rule written as a one-label sequence classifier: how many of the response's tokens lie in
+    ``token_ids`` (a random policy scores about ``response_len / 16`` = 2, the best score is 32).
+
+    Both trainers call a reward model the same way: its backbone on prompt + response, then its
+    one-label ``score`` head read at the last response token. Here the backbone's "hidden state"
+    at every position is the row's count of set tokens after the prompt, so both read the same
+    score whichever position they pick (TRL stops a response at a sampled pad token; the pad id
+    is not in the set and is masked out by both)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    class Backbone(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("ids", torch.tensor(token_ids, dtype=torch.long))
+
+        def forward(self, input_ids, attention_mask=None, **_):
+            hit = torch.isin(input_ids, self.ids)
+            if attention_mask is not None:
+                hit &= attention_mask.bool()
+            hit[:, :prompt_len] = False
+            count = hit.sum(dim=1).float()
+            h = count[:, None, None].expand(-1, input_ids.shape[1], 1)
+            return SimpleNamespace(last_hidden_state=h, hidden_states=(h,))
+
+    class TokenSetRewardModel(torch.nn.Module):
+        base_model_prefix = "backbone"
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = Backbone()
+            self.score = torch.nn.Linear(1, 1, bias=False)
+            torch.nn.init.ones_(self.score.weight)
+            self.requires_grad_(False)
+
+        @property
+        def base_model(self):
+            return self.backbone
+
+    return TokenSetRewardModel()
+
+
 # ----------------------------------------------------------------------------- workers
 def worker_ours(iterations: int, lr: float, threads: int, anchor_dir: Path, all_scores: bool,
-                value: str = "separate") -> dict:
+                value: str = "separate", task: str = "random-rm") -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -87,6 +138,8 @@ def worker_ours(iterations: int, lr: float, threads: int, anchor_dir: Path, all_
     tokenizer, rng = anchor.build_tokenizer()
     prompts = anchor_prompts(anchor, tokenizer, rng)
     policy, ref_policy, value_model, reward_model = anchor.build_models(tokenizer)
+    if task == "token-set":
+        reward_model = token_set_reward_model(prompt_len=anchor.PROMPT_LEN, response_len=anchor.RESPONSE_LEN)
     cfg = PPOConfig(
         batch_size=anchor.BATCH, num_mini_batches=1, gradient_accumulation_steps=1,
         num_ppo_epochs=anchor.NUM_PPO_EPOCHS, response_length=anchor.RESPONSE_LEN,
@@ -150,7 +203,7 @@ def worker_ours(iterations: int, lr: float, threads: int, anchor_dir: Path, all_
     return out
 
 
-def worker_trl_learn(iterations: int, lr: float, threads: int, anchor_dir: Path) -> dict:
+def worker_trl_learn(iterations: int, lr: float, threads: int, anchor_dir: Path, task: str = "random-rm") -> dict:
     """TRL on the anchor config, recording the mean score and KL of every iteration."""
     import shutil
     import tempfile
@@ -170,6 +223,8 @@ def worker_trl_learn(iterations: int, lr: float, threads: int, anchor_dir: Path)
     tokenizer, rng = anchor.build_tokenizer()
     dataset = anchor.build_dataset(tokenizer, rng)
     policy, ref_policy, value_model, reward_model = anchor.build_models(tokenizer)
+    if task == "token-set":
+        reward_model = token_set_reward_model(prompt_len=anchor.PROMPT_LEN, response_len=anchor.RESPONSE_LEN)
     logs = []
 
     class Rec(TrainerCallback):
@@ -238,6 +293,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--learning-iterations", type=int, default=40, help="0 skips the learning comparison")
     ap.add_argument("--learning-lr", type=float, default=1e-4)
+    ap.add_argument("--learning-task", choices=LEARNING_TASKS, default="token-set",
+                    help="token-set: reward = number of response tokens in a fixed set of 32 ids (a rule both "
+                         "trainers see as the same one-label classifier); random-rm: the anchor's random GPT-2 "
+                         "reward model")
+    ap.add_argument("--reward", choices=LEARNING_TASKS, default="random-rm",
+                    help="a worker's reward model (throughput runs: the anchor's, random-rm)")
     ap.add_argument("--all-scores", action="store_true")
     ap.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR)
     ap.add_argument("--trl-python", type=Path, default=DEFAULT_TRL_PYTHON)
@@ -252,9 +313,9 @@ def main():
     if a.worker:
         n = a.iterations_pos or a.iterations
         if a.worker == "ours":
-            res = worker_ours(n, a.lr, a.threads, a.anchor, a.all_scores, a.ours_value)
+            res = worker_ours(n, a.lr, a.threads, a.anchor, a.all_scores, a.ours_value, a.reward)
         else:
-            res = worker_trl_learn(n, a.lr, a.threads, a.anchor)
+            res = worker_trl_learn(n, a.lr, a.threads, a.anchor, a.reward)
         print(json.dumps(res), flush=True)
         return
 
@@ -306,10 +367,12 @@ def main():
         n = a.learning_iterations
         learn = {}
         cmds = {"rlhf_lab": me + ["--worker", "ours", str(n), "--threads", str(a.threads), "--lr", str(a.learning_lr),
-                                  "--anchor", str(a.anchor), "--all-scores"]}
+                                  "--anchor", str(a.anchor), "--all-scores",
+                                  "--reward", a.learning_task]}
         if not a.skip_trl:
             cmds["trl"] = [str(a.trl_python)] + me[1:] + ["--worker", "trl-learn", str(n), "--threads", str(a.threads),
-                                                          "--lr", str(a.learning_lr), "--anchor", str(a.anchor)]
+                                                          "--lr", str(a.learning_lr), "--anchor", str(a.anchor),
+                                                          "--reward", a.learning_task]
         for impl, cmd in cmds.items():
             if a.wait_quiet > 0:
                 wait_quiet(a.wait_quiet)
@@ -325,7 +388,7 @@ def main():
                 "scores": s, "kls": res["kls"],
             }
         emit({"kind": "learning", "when": stamp, "iterations": n, "learning_rate": a.learning_lr,
-              "task": "anchor config, reward = the anchor's random GPT-2 reward model", **learn})
+              "task": a.learning_task, **learn})
     out.close()
 
 
