@@ -58,3 +58,17 @@ def test_our_benchmark_worker_runs_and_prints_one_json_line(tmp_path):
     assert line["impl"] == "rlhf_lab_shared_value_head" and line["iterations"] == 3
     assert line["episodes_per_second"] > 0 and line["peak_rss_mb"] > 0
     assert len(line["scores"]) == 3 and all(0 <= s <= 32 for s in line["scores"])
+
+
+def test_gpu_benchmark_script_runs_in_smoke_mode_on_cpu(tmp_path):
+    out_file = tmp_path / "gpu.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ppo_gpu_throughput.py"), "--smoke", "--out", str(out_file)],
+                         capture_output=True, text=True, env=env, timeout=300, check=True)
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    kinds = [x["kind"] for x in lines]
+    assert kinds == ["ppo_gpu_throughput_run", "ppo_gpu_throughput_run", "ppo_gpu_profile", "ppo_gpu_throughput_summary"]
+    assert lines[0]["episodes_per_second"] > 0 and set(lines[0]["phase_seconds_median"]) == {"rollout", "score", "update"}
+    assert lines[2]["top_ops"] and all(op["self_ms"] >= 0 for op in lines[2]["top_ops"])
+    assert len(out_file.read_text().splitlines()) == 4
+    assert "Model config" not in out.stderr  # no config warnings
