@@ -8,7 +8,8 @@
 What healthy curves look like: the reward rises; the KL to the reference grows slowly and
 levels off (a KL that explodes means :math:`\\beta` is too small or the step too large); the
 entropy falls gently (a collapse towards 0 means the policy became deterministic); the clip
-fraction stays around 0.1–0.3 (near 1 means the steps are too large); the value loss falls.
+fraction stays between a few percent and about 0.2 (above 0.3 the steps are too large for the
+trust band); the value loss falls.
 """
 
 from __future__ import annotations

@@ -560,10 +560,12 @@ for r, s in zip(probes, proxy_probe):
     print(f"{s:+6.2f} {td.gold_reward(probe_prompt, r):+6.2f}  {r}")
 
 # %% [markdown]
-# The first three answers look like the training data and the proxy orders them roughly like
-# the gold rule. The last ones are off the data: the gold rule punishes them hard, while the
-# proxy, which never saw a repeated or gushing answer, has no reason to. That gap is what PPO
-# will find.
+# The first three answers look like the training data. On them the proxy gets the tone right (the
+# "bad" answer scores far below the others) but hardly notices the topic: in our run it scores the
+# answer about the dog a little above the one about the cat, which the gold rule clearly prefers. The
+# last four are off the data: the gold rule punishes them hard, while the proxy, which never saw a
+# repeated or gushing answer, gives them its highest scores of all. That gap is what PPO will
+# find.
 #
 # ## 7. Stage 3: PPO against the reward model
 #
@@ -651,13 +653,14 @@ assert proxy1 > proxy0 + 0.5
 # range:
 #
 # - **KL** $\sum_t \log\pi_{\theta_{\mathrm{old}}} - \log\pi_{\mathrm{ref}}$ per response: how far
-#   the policy has moved. It grows, then levels off where the reward gain no longer pays for the
-#   penalty $\beta\,\mathrm{KL}$.
+#   the policy has moved. It grows, and should level off where the reward gain no longer pays for
+#   the penalty $\beta\,\mathrm{KL}$ (in our 40 iterations it is still rising slowly; the longer
+#   runs of section 8 show it flatten).
 # - **entropy** per token: falls slowly as the policy commits. A collapse to 0 means the policy
 #   writes one answer for everything.
 # - **clip fraction**: the share of tokens whose ratio left $[1-\epsilon, 1+\epsilon]$ in the
-#   direction the advantage favours. A few percent is normal; tens of percent means the steps are
-#   too large (learning rate, epochs) for the trust band.
+#   direction the advantage favours. A few percent, up to about 0.2, is normal; above 0.3 the steps
+#   are too large (learning rate, epochs) for the trust band.
 # - **value loss**: the critic's regression error. It should fall and stay low; if it does not,
 #   the advantages are noise.
 #
@@ -750,36 +753,39 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Each curve is one run read from left to right (its KL grows as training goes on; the dot marks
-# where it ended). The x-axis is $\sqrt{\mathrm{KL}}$ as in Gao et al.; the dotted line is the SFT
-# policy's gold reward. What the runs say:
+# Each curve is one run, read from left to right as its KL grows during training (the dot marks
+# where it ended; a KL can also fall back late in a run). The x-axis is $\sqrt{\mathrm{KL}}$ as in Gao et al.; the dotted line is the gold
+# reward of the first rollouts, that is, of the SFT policy. What the runs say:
 #
-# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs the highest
-#   and never levels off, the KL keeps growing (to tens of nats in our run), and the gold reward
-#   rises a little, peaks early, at a KL of a few nats, and then falls far below where it started.
+# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs the highest,
+#   most of the way within the first few nats, the KL runs on to tens of nats (about 50 at its
+#   largest in our run), and the gold reward rises a little, peaks early, at a KL of a few nats,
+#   and then falls far below where it started.
 #   Read the samples below: the policy has found answers the reward model never saw (repeated
 #   positive words, sentences that run on past their full stop) and scores highly.
 # - With a large $\beta$ the policy barely moves: the KL stays below a nat, the proxy rises the
 #   least, nothing is hacked and less is gained.
 # - In between, the penalty can stop the run near the top of its gold curve: in our runs
 #   $\beta = 0.05$ and $\beta = 0.2$ both ended close to their gold peaks and far above
-#   $\beta = 0$, and $\beta = 0.05$ travelled more than twice as far in KL for no more gold.
+#   $\beta = 0$, and $\beta = 0.05$ travelled more than twice as far in KL for no more gold at
+#   the end (its peak was slightly higher).
 #
 # In Gao et al.'s large runs all values of $\beta$ trace roughly the same gold-versus-KL curve, and
 # $\beta$ only chooses *where on the curve* training settles. Our miniature is noisier and, in our
 # runs, the penalized runs also found more gold at the same KL than the unpenalized one: the
 # penalty seems to steer *which way* the policy moves as well, towards proxy reward that is cheap
 # in KL, which here is mostly reward that the gold rule agrees with. These runs are three times
-# longer than the main run of section 7: over-optimization needs time to show, and with fewer
-# iterations the $\beta = 0$ run is caught near its gold peak.
+# longer than the main run of section 7: over-optimization needs time to show. The $\beta = 0$
+# run reaches its gold peak early and spends most of the run falling from it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 b_small = min(BETAS)
 s_small, s_large = summary[b_small], summary[max(BETAS)]
-print(f"beta = {b_small:g}: the last rollout's answers")
-for p, r in runs[b_small][1].samples[-1][:6]:
-    print(f"  {p:26s} -> {r:44s} gold {td.gold_reward(p, r):+.2f}")
+for b in (b_small, max(BETAS)):
+    print(f"beta = {b:g}: the last rollout's answers")
+    for p, r in runs[b][1].samples[-1][:5]:
+        print(f"  {p:26s} -> {r:44s} gold {td.gold_reward(p, r):+.2f}")
 # what is robust across seeds and thread counts: the proxy climbs a lot, the gold turns down
 # and ends well below the beta = 0.2 run's, and a large beta keeps the policy close.
 assert s_small["proxy1"] > s_small["proxy0"] + 1.0
@@ -869,8 +875,8 @@ assert abs(smol_metrics[0]["kl"]) < 1e-2      # the first rollout comes from the
 # :label: u5-ex-order
 #
 # Put the events of **one iteration** of the policy-learning phase in the order in which they
-# happen. Then check your order against the code of `PPOTrainer.step` (run
-# `import inspect; print(inspect.getsource(PPOTrainer.step))`).
+# happen. Then check your order against the code: `PPOTrainer.step` calls `rollout` then
+# `learn` (run `import inspect; print(inspect.getsource(PPOTrainer.learn))`).
 # ```
 
 # %% tags=["remove-input"]
@@ -891,10 +897,12 @@ ordering_quiz(
 # Prompts, then sampling, then scoring, then the reference log-probabilities and the values,
 # then per-token rewards and advantages, then the update. The reward model can only score a
 # response that exists, and the advantages need both the score and the per-token penalty, which
-# needs the reference log-probabilities. Only then can the loss be formed. In `PPOTrainer.step`
-# the same order reads `sample(...)`, `self._score(...)`, `response_logits(self.ref_policy, ...)`,
-# `per_token_rewards(...)`, `gae(...)`, `self._update(...)`. The policy's own log-probabilities
-# $\log\pi_{\theta_{\mathrm{old}}}$ come free with sampling.
+# needs the reference log-probabilities. Only then can the loss be formed. In the trainer,
+# `PPOTrainer.rollout` samples, and `PPOTrainer.learn` scores (`self._score`), runs the reference
+# (`response_logits(self.ref_policy, ...)`), forms `per_token_rewards(...)` and `gae(...)`, then
+# runs the epochs of minibatch updates. The policy's own log-probabilities
+# $\log\pi_{\theta_{\mathrm{old}}}$ come free with sampling, and so do the values when the value
+# head sits on the policy's trunk (the default).
 # ```
 #
 # ```{exercise}
@@ -1028,8 +1036,9 @@ multiple_choice(
 # Increase $\beta$ (or, with an adaptive controller, lower the KL target). The penalty
 # $\beta(\log\pi_\theta - \log\pi_{\mathrm{ref}})$ charges every token for departing from the
 # reference, so a larger $\beta$ keeps the policy's style close to the SFT model's. In section 8
-# the $\beta = 1$ run stays within about a nat of the reference and writes grammar answers, while
-# the $\beta = 0$ run wanders tens of nats away and writes run-on, repetitive text.
+# the $\beta = 1$ run stays within about a nat of the reference and its answers still read like
+# the SFT model's, while the $\beta = 0$ run wanders tens of nats away and writes run-on,
+# repetitive text (both are printed below the figure).
 # ```
 #
 # ```{exercise}
@@ -1061,8 +1070,9 @@ multiple_choice(
 #
 # $\beta$ is too large. Unit 4's optimum $\pi^* \propto \pi_{\mathrm{ref}}\,e^{r/\beta}$ tends to
 # $\pi_{\mathrm{ref}}$ as $\beta$ grows: the reward differences are divided by $\beta$ before they
-# reweight the reference. The $\beta = 1$ run of section 8 is this case: tiny KL, a proxy reward
-# that rises the least of all runs, answers that read like the SFT model's.
+# reweight the reference. The $\beta = 1$ run of section 8 leans this way: the smallest KL, the
+# proxy reward that rises the least of all runs, answers that read like the SFT model's, and a
+# gold reward that improves, but less than with the middle values.
 # ```
 #
 # ```{exercise}
@@ -1084,7 +1094,7 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 # :class: dropdown
 #
 # Without the penalty nothing ties the policy to the distribution the reward model was trained
-# on. The proxy climbs the whole time, the KL grows without levelling off, and the gold reward
+# on. The proxy climbs the highest, the KL runs to tens of nats, and the gold reward
 # peaks early, at a KL of a few nats in our runs, then falls well below the SFT policy's level.
 # The samples show why: repeated positive words and sentences that run on past their full stop,
 # which the gold rule punishes and the reward model, never having seen them, scores highly. Fluency degrades as well, since
@@ -1148,8 +1158,9 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 # :class: dropdown
 #
 # Pick the $\beta$ whose run ends with the highest *gold* reward among those whose final KL is
-# within the budget: in our runs the middle value $\beta = 0.2$ (check the table above: the exact
-# numbers vary with the platform and the seed). The highest proxy reward belongs to the
+# within the budget. In our runs $\beta = 0.05$ and $\beta = 0.2$ ended about level in gold,
+# and $\beta = 0.2$ got there with less than half the KL, which leaves more margin under the
+# budget (check the table above: the exact numbers vary with the platform and the seed). The highest proxy reward belongs to the
 # smallest $\beta$, which is exactly the over-optimized run: the proxy is the quantity being
 # gamed, so it cannot be the yardstick. Monitor the KL (or run the adaptive controller with the
 # budget as its target), keep a small held-out set of fresh gold/human comparisons of the current

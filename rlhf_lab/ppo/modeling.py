@@ -13,6 +13,7 @@ logits (soft-capping, scaling) fall back to the model's own forward.
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Optional
 
 import torch
@@ -200,25 +201,94 @@ class ValueModel(nn.Module):
         return self.head(h).squeeze(-1).float()
 
 
-def score_with_model(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Scores ``[B]`` of a one-label sequence-classification model, read at each row's last real
-    token (works for left and right padding, and when the pad token equals EOS). Gradients flow
-    unless called under ``torch.no_grad()`` (the PPO trainer does; reward-model training doesn't)."""
+_READS_LAST_TOKEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _trunk_and_scalar_head(model):
+    base = getattr(model, "base_model", None)
+    try:
+        head = scalar_head(model)
+    except ValueError:
+        return None
+    if base is None or base is model:
+        return None
+    return base, head
+
+
+def _scores_at_last_token(trunk, head, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     L = input_ids.shape[1]
     cols = torch.arange(L, device=input_ids.device)
     last = (cols * (attention_mask != 0)).argmax(dim=1)
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-    base = getattr(reward_model, "base_model", None)
-    try:
-        head = scalar_head(reward_model)
-    except ValueError:
-        head = None
-    if base is not None and base is not reward_model and head is not None:
-        h = base(input_ids=input_ids, attention_mask=attention_mask,
-                 position_ids=position_ids_from_mask(attention_mask), use_cache=False).last_hidden_state
-        out = head(h[rows, last])
+    h = trunk(input_ids=input_ids, attention_mask=attention_mask,
+              position_ids=position_ids_from_mask(attention_mask), use_cache=False).last_hidden_state
+    return head(h[rows, last])
+
+
+@torch.no_grad()
+def reads_last_token(model) -> bool:
+    """Whether ``model`` scores a sequence with its one-label head on the hidden state of the last
+    token, as transformers' decoder classifiers (GPT-2, Llama, Qwen, ...) do; checked once per model
+    on a probe against the model's own forward. Encoder classifiers (BERT, RoBERTa, DeBERTa, ...)
+    pool the first token or the whole sequence instead: they answer ``False``."""
+    cached = _READS_LAST_TOKEN.get(model)
+    if cached is not None:
+        return cached
+    parts = _trunk_and_scalar_head(model)
+    ok = False
+    if parts is not None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        vocab = int(emb.weight.shape[0]) if emb is not None else int(getattr(getattr(model, "config", None), "vocab_size", 2))
+        pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+        ids = torch.randint(0, vocab, (1, 6), generator=torch.Generator().manual_seed(0))
+        if pad is not None:
+            ids[ids == pad] = (pad + 1) % vocab
+        ids = ids.to(device)
+        mask = torch.ones_like(ids)
+        # bf16/fp16 weights round the two paths differently; float32 ones agree to 1e-6
+        tol = 1e-4 if param is None or param.dtype == torch.float32 else 2e-2
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.autocast(device.type, enabled=False):
+                fast = _scores_at_last_token(*parts, ids, mask).float()
+                try:
+                    own = model(input_ids=ids, attention_mask=mask).logits.float()
+                except Exception:  # a scoring module with no forward of its own: trunk + head is all it has
+                    ok = True
+                else:
+                    ok = own.shape == fast.shape and torch.allclose(own, fast, rtol=tol, atol=tol)
+        except Exception:
+            ok = False
+        finally:
+            model.train(was_training)
+    _READS_LAST_TOKEN[model] = ok
+    return ok
+
+
+def right_aligned(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Move each row's real tokens (mask 1) to the front, in order, and the padding to the end:
+    the plain right-padded layout every model accepts (the trainer's rows are left-padded prompts
+    followed by right-padded responses)."""
+    order = torch.sort((attention_mask == 0).to(torch.int32), dim=1, stable=True).indices
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+def score_with_model(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Scores ``[B]`` of a one-label sequence-classification model. Gradients flow unless called
+    under ``torch.no_grad()`` (the PPO trainer does; reward-model training doesn't).
+
+    Decoder classifiers (see :func:`reads_last_token`) are read at each row's last real token,
+    with position ids from the mask, so left padding, padding inside a row and a pad token equal
+    to EOS are all handled. Any other classifier (an encoder that pools the first token, say) gets
+    its rows right-aligned (:func:`right_aligned`) and is scored by its own forward."""
+    if reads_last_token(reward_model):
+        out = _scores_at_last_token(*_trunk_and_scalar_head(reward_model), input_ids, attention_mask)
     else:
-        out = reward_model(input_ids=input_ids, attention_mask=attention_mask).logits
+        ids, mask = right_aligned(input_ids, attention_mask)
+        out = reward_model(input_ids=ids, attention_mask=mask).logits
     if out.dim() != 2 or out.shape[1] != 1:
         raise ValueError(f"the reward model must have exactly one label, its output has shape {tuple(out.shape)}")
     return out[:, 0].float()

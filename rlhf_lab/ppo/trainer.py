@@ -133,6 +133,11 @@ class PPOTrainer:
         vocab = model_vocab_size(policy)
         if len(tokenizer) > vocab:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the policy's vocabulary has {vocab}")
+        if ref_policy is policy:
+            raise ValueError(
+                "ref_policy is the policy itself: the KL to it would always be 0. Pass ref_policy=None "
+                "(the trainer keeps a frozen copy of the starting policy) or a separate model"
+            )
         self._owns_ref = ref_policy is None
         self.ref_policy = copy.deepcopy(policy) if ref_policy is None else ref_policy.to(self.device)
         ref_vocab = model_vocab_size(self.ref_policy)
@@ -150,8 +155,16 @@ class PPOTrainer:
         # value function
         self.value_head: Optional[nn.Module] = None
         self.value_model: Optional[ValueModel] = None
+        if value_model is policy:
+            raise ValueError(
+                "value_model is the policy itself: for a value head on the policy's trunk use "
+                "PPOConfig(value_model='shared') and leave value_model=None"
+            )
         if value_model is not None:
-            self.value_model = ValueModel.from_pretrained_model(value_model).to(self.device)
+            # Initializing the critic from the reward model is common; it must then be a copy, or
+            # training the critic would change the reward.
+            self.value_model = ValueModel.from_pretrained_model(value_model, copy_model=value_model is reward)
+            self.value_model.to(self.device)
         elif cfg.value_model == "shared":
             self.value_head = new_value_head(hidden_size(policy)).to(self.device)
         else:
@@ -309,8 +322,10 @@ class PPOTrainer:
         :math:`\sum_t \log\pi_{\text{old}} - \log\pi_{\text{ref}}`), ``kl_coef`` (the
         :math:`\beta` used), ``non_score_reward`` (mean :math:`\sum_t -\beta\hat k_t`),
         ``rlhf_reward`` (mean :math:`\sum_t r_t`), ``entropy`` (per token, at :math:`T_s`),
-        ``clipfrac``, ``approx_kl``, ``ratio``, ``loss/policy``, ``loss/value``, ``loss/total``,
-        ``value_clipfrac``, ``explained_variance``, ``grad_norm``, ``response_length``,
+        ``clipfrac`` (share of tokens where the clipped surrogate is the smaller term),
+        ``approx_kl``, ``ratio``, ``loss/policy``, ``loss/value``, ``loss/total``,
+        ``value_clipfrac`` (share of tokens where the clipped value error is the larger term),
+        ``explained_variance``, ``grad_norm``, ``response_length``,
         ``eos_fraction``, ``episodes_per_second``, ``tokens_per_second``, ``time/*``.
         """
         if prompt_ids is None:
@@ -453,8 +468,12 @@ class PPOTrainer:
                         acc["loss/value"] += vf_loss.detach() * w
                         acc["loss/total"] += loss.detach() * w
                         if cfg.cliprange_value is not None:
-                            vclip = ((new_values - old_values[j]).abs() > cfg.cliprange_value).float()
-                            acc["value_clipfrac"] += masked_mean(vclip, m) * w
+                            # share of tokens where the clipped error is the larger one, i.e. where
+                            # the clip decides the value loss (TRL's vf_clipfrac)
+                            v_old, ret = old_values[j], returns[j]
+                            v_clipped = v_old + torch.clamp(new_values - v_old, -cfg.cliprange_value, cfg.cliprange_value)
+                            binding = ((v_clipped - ret) ** 2 > (new_values - ret) ** 2).float()
+                            acc["value_clipfrac"] += masked_mean(binding, m) * w
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
                 # With no clipping the norm is still measured (an infinite bound scales by 1).
