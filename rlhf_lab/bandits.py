@@ -263,7 +263,7 @@ def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tenso
              advantages: Optional[Tensor] = None, vf_coef: float = 0.5) -> tuple[Tensor, dict]:
     """The advantage actor-critic loss on ``[B, T]`` tensors: ``(loss, stats)``.
 
-        A_t = G_t − V(s_t)   (held constant: no gradient flows into the actor's weights)
+        A_t = G_t − V(s_t)   (held constant: the policy term sends no gradient into the values)
         L_policy = −(1/B) Σ_b Σ_t log π_θ(a_t|s_t) · A_t
         L_value  = ½ · masked mean of (V(s_t) − G_t)²
         L        = L_policy + vf_coef · L_value

@@ -227,8 +227,9 @@ plt.show()
 # holds for trajectories drawn from $\pi_\theta$. Average the same penalty over trajectories
 # drawn from $\pi_{\mathrm{ref}}$ and you get $-\mathrm{KL}(\pi_{\mathrm{ref}}\,\|\,\pi_\theta) \le 0$
 # instead. When a training run reports a negative mean KL for many steps in a row, the samples
-# were probably not drawn from the policy being scored ([unit 2](02_token_decomposition.ipynb)
-# shows how a temperature mismatch does exactly that).
+# were probably not drawn from the policy being scored. ([Unit 2](02_token_decomposition.ipynb)
+# shows another mismatch, sampling and scoring at different temperatures: it biases the estimate
+# too, in either direction.)
 # ```
 
 # %%
@@ -253,7 +254,8 @@ print(f"E over π_ref of the penalty = {wrong_mean:.4f}   "
 # $D = \mathrm{KL}(\pi_\theta\,\|\,\pi_{\theta_{\mathrm{old}}})$, whose sampled form is the penalty
 # of the previous sections. Maximizing $J_{\mathrm{new}}$ still pushes $J$ up, but every unit
 # of divergence costs $\beta$ units of objective, so the optimizer only moves as far as the gain
-# in $J$ pays for. This is how PPO's adaptive-KL variant works {cite}`schulman2017ppo`, and the
+# in $J$ pays for. This is how PPO's adaptive-KL variant works {cite}`schulman2017ppo` (it
+# penalizes the other direction, $\mathrm{KL}(\pi_{\theta_{\mathrm{old}}}\,\|\,\pi_\theta)$), and the
 # same term keeps an RLHF policy near its supervised starting point
 # {cite}`ziegler2019finetuning,ouyang2022training`.
 #
@@ -336,11 +338,13 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# With a tiny $\beta$ the divergence is almost free: the maximizer runs to the edge of the plot
-# (the policy would put all its mass on "good day"), and every step size in view is "no worse
-# than staying". With finitely many trajectories the KL is bounded, so a small enough $\beta$
-# never holds the update back; that is the plateau on the left of the next figure. As $\beta$ grows, the maximizer moves back toward $s = 0$ and the green band
-# narrows. The summary below tracks the maximizer and its divergence over a range of $\beta$.
+# With a small $\beta$ the divergence is cheap: the maximizer runs to the edge of the plotted
+# steps ($s = 8$), and every positive step in view is "no worse than staying". The best step is still finite, since the KL keeps growing
+# towards its bound $\log(1/\pi_{\theta_{\mathrm{old}}}(\text{good day}))$ while $J$ gains less and
+# less, but for small $\beta$ it lies beyond the plot: the plateau on the left of the next figure
+# is that edge. As $\beta$ grows (1 and 3 above), the maximizer moves back toward $s = 0$ and the
+# green band narrows. The summary below tracks the maximizer and its divergence over a range of
+# $\beta$.
 
 # %%
 betas = np.logspace(-2, 1.5, 60)
@@ -438,8 +442,8 @@ for mu in (0.1, 1.0):
 # standard deviation is twenty times the quantity it estimates and almost half of its samples
 # are negative. $k_2$ and $k_3$ never go below zero and have about $1/14$ of that spread;
 # $k_2$ pays with a bias that grows with the divergence (25 % at a KL of 0.5), while $k_3$ stays
-# unbiased. (The bias of $k_1$ and $k_3$ printed above is sampling noise of a few times
-# $\text{stdev}/\sqrt{N}$.) For these two Gaussians the exact values are known in closed form:
+# unbiased. (The bias of $k_1$ and $k_3$ printed above is sampling noise, within about one
+# standard error $\text{stdev}/\sqrt{N}$.) For these two Gaussians the exact values are known in closed form:
 # $\operatorname{sd}(k_1)/\mathrm{KL} = 2/\mu$ and $\text{bias}(k_2)/\mathrm{KL} = \mu^2/4$.
 # The sweep below draws the whole picture.
 
@@ -539,7 +543,7 @@ multiple_choice(
     r"Increasing \(\beta\) in \(J - \beta D\) expands the trusted region.",
     ["True", "False"],
     correct="b",
-    explanations=["Look at the green band in the four panels: it narrows as \\(\\beta\\) grows.",
+    explanations=["Look at the green band in the four panels: it is never wider at a larger \\(\\beta\\), and it narrows from \\(\\beta = 1\\) on.",
                   "A larger \\(\\beta\\) makes divergence more expensive, so the reachable region shrinks."],
     key="u1-beta-region")
 
@@ -746,7 +750,8 @@ check_function(my_k3, lambda lp, rlp: kl_estimate(lp, rlp, kind="k3"), cases, na
 # - $J_{\mathrm{new}} = J - \beta D$ prices divergence: the larger $\beta$, the smaller the update
 #   and the region it may reach. A larger $\beta$ never widens the trusted region.
 # - Of the estimators, $k_1$ (the penalty itself) is unbiased but noisy and signed, $k_2$ is biased,
-#   $k_3$ is unbiased, non-negative and low-variance {cite}`schulman2020kl`.
+#   $k_3$ is unbiased, non-negative and, while the policies are close, far less noisy than $k_1$
+#   {cite}`schulman2020kl`.
 #
 # **Next:** [unit 2](02_token_decomposition.ipynb) computes the penalty for a real language model,
 # one token at a time, and shows the practical traps on the way.

@@ -261,8 +261,8 @@ display(HTML(token_table(0, f"tuned response: {TARGET}") + token_table(1, f"unse
 assert token_penalty[0].sum() > 0.5                      # the tuned response became likelier
 
 # %% [markdown]
-# Read the tables token by token. On the tuned response every term is positive: each token became
-# likelier under the policy, and the penalty says by how much (a term of $+2$ is a factor
+# Read the tables token by token. On the tuned response every term is positive or zero: each token
+# became likelier (or stayed as likely) under the policy, and the penalty says by how much (a term of $+2$ is a factor
 # $e^2 \approx 7.4$). On the unseen response the picture is mixed. The shared first token "Good"
 # gets the same positive term, because the two rows share the prefix; later tokens can go
 # *negative* where the policy now prefers the tuned continuation instead (with SmolLM2, "morning"
@@ -497,7 +497,9 @@ print(f"  exact KL(softmax(z/T_s) ‖ softmax(z)):         "
       f"{categorical_kl(z_first / T_s, z_first).item():.3f}")
 
 # %% [markdown]
-# The mismatched version reports a divergence of several tenths of a nat for two identical models;
+# The mismatched version reports a divergence of about 0.15 nat for two identical models (a sample
+# estimate of $\mathrm{KL}(\operatorname{softmax}(z/T_s)\,\|\,\operatorname{softmax}(z))$, the last
+# line);
 # an optimizer would spend its updates "fixing" it. With the trained policy the mismatch is subtler:
 # scoring both models at $1$ while sampling at $T_s$ estimates no KL at all. Only scoring both at
 # $T_s$ recovers the exact KL of the distributions that actually generated the samples. Scoring both
@@ -564,8 +566,9 @@ assert torch.equal(first_eos_mask(resp_e, tok.eos_token_id), mask_e[:, P_e:].flo
 # the short response picks up the log-probabilities of the padding tokens after it, so its
 # "log-probability" depends on how long the *other* responses in the batch were. With the
 # `!= pad` mask and pad = EOS, the EOS tokens vanish from the sum: a policy that learns to stop
-# early or late would pay no penalty for it. Every `rlhf_lab` function takes the mask of the first
-# kind; the PPO rollout of unit 5 builds it exactly like `first_eos_mask`.
+# early or late would pay no penalty for it. Every `rlhf_lab` function expects the right mask
+# (1 up to and including the first EOS); the PPO rollout of unit 5 builds the same mask while it
+# generates.
 
 # %% [markdown]
 # ## 6. Exercises
@@ -783,7 +786,8 @@ multiple_choice(
 # negative (unit 1). A single batch may dip below zero by chance, but not for hundreds of steps.
 # Candidates: (1) the samples are not from the distribution being scored, e.g. generated at
 # temperature $T_s$ but scored at 1, or scored under a different policy snapshot (trap 3; unit 1
-# showed that averaging under the wrong distribution gives $-\mathrm{KL}(\pi_{\mathrm{ref}}\,\|\,\pi_\theta)$);
+# the mean is then no longer a KL and can have either sign; in the extreme case of samples drawn
+# from $\pi_{\mathrm{ref}}$, unit 1 showed it is $-\mathrm{KL}(\pi_{\mathrm{ref}}\,\|\,\pi_\theta) \le 0$);
 # (2) the shift is off by one so the numbers are not log-probabilities of the sampled tokens (trap 1);
 # (3) padding or prompt tokens are included in the sum with a different treatment in the two models
 # (traps 2 and 4). Checking one response against the model's own loss, as in section 4, separates

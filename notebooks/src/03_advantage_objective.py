@@ -459,7 +459,8 @@ assert late_var["A2C"] < 0.1 * late_var["REINFORCE"]
 # Same data budget, same learning rate, same estimator of the direction: only the weight differs.
 # A2C's variance falls by about three orders of magnitude within the first twenty iterations, as
 # soon as $V_\phi$ has learned the offset, and its return climbs steadily towards the best policy.
-# REINFORCE's variance stays in the thousands; its updates are dominated by noise, and at this
+# REINFORCE's variance stays in the hundreds to low thousands (about 150 times A2C's at the end);
+# its updates are dominated by noise, and at this
 # learning rate it barely improves (a smaller learning rate helps it, at the price of slower
 # progress). This is the "training stability" the advantage function buys
 # {cite}`schulman2016gae`.
@@ -611,10 +612,11 @@ plt.show()
 
 # %% [markdown]
 # With $A(a_3) = -0.5$ or $0$, action $a_3$ dies out along with $a_2$. With $A(a_3) = 0.8$ it
-# first gains a little and then settles at a share of about $0.17$: this batch objective stops
-# moving where its gradient $A - \pi_\theta\sum_a A(a)$ vanishes, at
-# $\pi_\theta(a) \propto A(a)$ over the actions with positive advantage ($2/2.8$ and $0.8/2.8$,
-# with $a_2$ driven to zero). That is an artefact of keeping the batch fixed, one sample of each
+# first gains a little and then settles at a share of about $1/6$. The gradient of this batch
+# objective with respect to the logits is $A(a) - \pi_\theta(a)\sum_{a'} A(a')$; it never vanishes
+# for $a_2$ (whose logit keeps falling), but a softmax stops changing once the surviving actions
+# get *equal* logit gradients: $2 - 1.8\,\pi_\theta(a_1) = 0.8 - 1.8\,\pi_\theta(a_3)$ with
+# $\pi_\theta(a_1) + \pi_\theta(a_3) = 1$ gives $\pi_\theta = (5/6, 0, 1/6)$. That is an artefact of keeping the batch fixed, one sample of each
 # action whatever its probability. In a real algorithm actions are sampled from the current
 # policy and the advantages are re-estimated after every update, so the weights change as the
 # policy does.
@@ -826,7 +828,7 @@ multiple_choice(
 # it, and the common level of all returns (the offset of 5 per step in section 4). That part
 # multiplies a random score vector and adds only noise. The advantage keeps just the signal "this
 # action did better or worse than usual", and the table shows the variance of one episode's
-# estimate falling from thousands to about ten. Lower variance means a smaller batch or a larger
+# estimate falling from about 20 000 (whole return) or 8 000 (reward-to-go) to about 12. Lower variance means a smaller batch or a larger
 # step gives a reliable update. It also centres the weights: with only positive returns, every
 # sampled action would be pushed up and learning would rely on differences in how much.
 # ```
@@ -918,9 +920,10 @@ ok = check_function(my_a2c_loss, lambda lp, v, G: a2c_loss(lp, v, G, vf_coef=1.0
 # ```
 #
 # The value is the same with or without `.detach()`, so the checker cannot tell; the *gradient*
-# differs. Without it, the policy term sends $-\log\pi\cdot(-1)$ into the value function: the
-# critic would be trained to make the actor's loss small (lowering $V$ wherever $\log\pi$ is
-# large) instead of to predict returns, and the baseline would stop being a baseline.
+# differs. Without it, the policy term $-\log\pi_t\,(G_t - V_t)$ sends the gradient $\log\pi_t$ (a
+# negative number) into each $V_t$: a descent step would *raise* $V_t$ in proportion to
+# $-\log\pi_t$, most for the least likely actions, to make the actor's loss small instead of
+# predicting returns, and the baseline would stop being a baseline.
 # ````
 
 # %% [markdown]

@@ -216,7 +216,7 @@ print(f"objective at π* = {float(regularized_value(pi_star, pi_ref, reward, bet
 #
 # $\pi^*$ is the product of two factors: the reference $\pi_{\mathrm{ref}}$ and the tilt
 # $e^{r/\beta}$. A small $\beta$ makes the tilt steep (the reward decides); a large $\beta$ flattens
-# it (the reference decides). Each panel title reports the expected reward of $\pi^*$ and its
+# it (the reference decides). The title of the $\pi^*$ panel reports its expected reward and its
 # distance $\mathrm{KL}(\pi^*\,\|\,\pi_{\mathrm{ref}})$ from the reference.
 
 # %%
@@ -491,8 +491,9 @@ kl_derivation.implied_reward().show()
 #
 # No reward model, no sampling from $\pi_\theta$, no $Z$: a classification loss on preference
 # pairs, whose minimizer (with enough data) is the same $\pi^*$ that RLHF aims for. To see it, draw
-# 4 000 pairs of responses from the reference, label each with the Bradley–Terry probability of
-# the weather example's reward, and train a fresh softmax policy on the DPO loss alone.
+# 4 000 pairs of responses from the reference, drop the pairs of two identical responses, label
+# each remaining pair with the Bradley–Terry probability of the weather example's reward, and
+# train a fresh softmax policy on the DPO loss alone.
 
 # %%
 beta = 0.5
@@ -535,10 +536,13 @@ assert kl_dpo < 0.05
 # %% [markdown]
 # Trained only on comparisons, the DPO policy lands close to $\pi^*$, and its implied reward
 # $\beta\log(\pi_\theta/\pi_{\mathrm{ref}})$ recovers the true reward up to a constant. The
-# largest errors sit on the rarely sampled responses ("HYPE!!!" appears in about 4 % of the pairs):
-# DPO, like a reward model, only learns where the preference data goes. Note also that DPO
-# inherits the reward model's blind spot here: the labels come from the same over-enthusiastic
-# reward, and $\beta$ is what keeps "HYPE!!!" from taking over.
+# largest errors sit where the data say least: on "lecture", which loses most comparisons it is
+# in (so the data say little about *how* bad it is), and on the rare "HYPE!!!" (in about 5 % of
+# the labelled pairs). DPO, like a reward model, only learns where the preference data goes. Note
+# also that DPO inherits the reward model's blind spot here: the labels come from the same
+# over-enthusiastic reward, and at $\beta = 0.5$ "HYPE!!!" is already the most likely response of
+# $\pi^*$ (0.35, up from 0.02 under the reference; DPO's policy gives it 0.30). Only a larger
+# $\beta$ would hold it back.
 
 # %% [markdown]
 # ## 7. Exercises
@@ -690,9 +694,9 @@ multiple_choice(
 # :class: dropdown
 #
 # In expectation under $\pi_\theta$ the new term is $-\beta\,\mathrm{KL}(\pi_\theta\,\|\,\pi_{\mathrm{ref}})$,
-# so minimizing $\mathcal{L}'$ *rewards* divergence from the reference. The loss is unbounded
-# below (concentrate on any response the reference finds unlikely) and the "regularizer" now
-# accelerates drift and reward hacking. The sign matters: the penalty must be
+# so minimizing $\mathcal{L}'$ *rewards* divergence from the reference. The loss is minimized by
+# putting all the mass on a response the reference finds very unlikely (for a language model that
+# minimum is extremely negative), and the "regularizer" now accelerates drift and reward hacking. The sign matters: the penalty must be
 # $+\beta(\log\pi_\theta - \log\pi_{\mathrm{ref}})$ in a loss to be minimized.
 # ```
 #
