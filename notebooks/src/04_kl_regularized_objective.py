@@ -377,7 +377,10 @@ plt.show()
 # than spread over all of them; it will not put mass on responses $\pi^*$ rules out. That is the
 # mode-seeking behaviour, with its usual side effect: less diversity than the reference.
 # Supervised fine-tuning and distillation, which fit the model to samples of a target, minimize
-# the forward KL and cover.
+# the forward KL and cover. (You may read that minimizing $\mathrm{KL}(\pi_\theta\,\|\,\pi^*)$
+# means maximizing the likelihood of $\pi^*$'s samples under $\pi_\theta$. That describes the
+# forward $\mathrm{KL}(\pi^*\,\|\,\pi_\theta)$, an average over samples of $\pi^*$, which RLHF
+# cannot draw; the reverse KL is an average over the policy's own samples.)
 
 # %% [markdown]
 # ## 5. Gradient descent finds $\pi^*$
