@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .masked import as_mask, check_finite, check_same_shape, check_scalar, masked_mean, masked_sum
+from .masked import as_mask, check_finite, check_same_shape, check_scalar, masked_mean, masked_sum, zero_padding
 
 Tensor = torch.Tensor
 
@@ -283,10 +283,12 @@ def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tenso
     else:
         check_same_shape(logp=logp, advantages=advantages)
         check_finite("advantages", advantages, m)
-    adv = advantages.detach()
-    per_seq = masked_sum(logp * adv, m, dim=1)
+    # padded slots may hold NaN/inf: zero them before any arithmetic so no 0 * nan reaches a gradient
+    adv = zero_padding(advantages.detach(), m)
+    logp_, values_, returns_ = zero_padding(logp, m), zero_padding(values, m), zero_padding(returns, m)
+    per_seq = masked_sum(logp_ * adv, m, dim=1)
     policy_loss = -per_seq.mean()
-    value_loss = 0.5 * masked_mean((values - returns) ** 2, m)
+    value_loss = 0.5 * masked_mean((values_ - returns_) ** 2, m)
     loss = policy_loss + vf_coef * value_loss
     stats = {"loss/policy": float(policy_loss.detach()), "loss/value": float(value_loss.detach()),
              "advantage_mean": float(masked_mean(adv, m))}

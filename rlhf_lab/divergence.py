@@ -114,6 +114,8 @@ def categorical_kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
     for name, t in (("p_logits", p_logits), ("q_logits", q_logits)):
         if bool(torch.isnan(t).any()) or bool((t == float("inf")).any()):
             raise ValueError(f"{name} contains NaN or +inf")
+        if bool((t == float("-inf")).all(dim=-1).any()):
+            raise ValueError(f"{name} has a row of only -inf: no distribution")
     log_p = torch.log_softmax(p_logits, dim=-1)
     log_q = torch.log_softmax(q_logits.to(p_logits.dtype), dim=-1)
     p = log_p.exp()

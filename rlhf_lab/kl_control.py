@@ -86,6 +86,13 @@ class AdaptiveKLController:
         kl = _kl_value(current_kl)
         n = _n_steps(n_steps)
         proportional_error = min(max(kl / self.target - 1.0, -PROPORTIONAL_ERROR_CLIP), PROPORTIONAL_ERROR_CLIP)
+        if n >= self.horizon / PROPORTIONAL_ERROR_CLIP:
+            # the rule assumes n_steps << horizon; beyond this the factor can reach 0 or below
+            raise ValueError(
+                f"n_steps ({n}) must be below horizon / {PROPORTIONAL_ERROR_CLIP:g} = "
+                f"{self.horizon / PROPORTIONAL_ERROR_CLIP:g}, or beta could become 0 or negative: "
+                "use a longer horizon"
+            )
         mult = 1.0 + proportional_error * n / self.horizon
         self.value = self.value * mult
         return self.value

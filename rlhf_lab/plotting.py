@@ -35,7 +35,13 @@ def load_metrics(path: Union[str, Path]) -> List[Dict[str, float]]:
         raise ValueError(f"path {str(path)!r} is not a file")
     if path.suffix == ".csv":
         with open(path, newline="") as f:
-            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+            rows = []
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+                except ValueError as e:
+                    raise ValueError(f"{path}: line {line} holds a value that is not a number ({e})") from None
+            return rows
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -70,9 +76,10 @@ def plot_dashboard(
         raise ValueError("metrics is empty")
     labels = dict(DASHBOARD)
     keys = list(keys) if keys is not None else [k for k, _ in DASHBOARD]
-    missing = [k for k in keys if k not in metrics[0]]
-    if missing:
-        raise ValueError(f"metrics lack the key(s) {missing}")
+    for i, m in enumerate(metrics):
+        missing = [k for k in keys if k not in m]
+        if missing:
+            raise ValueError(f"metrics[{i}] lacks the key(s) {missing}")
     if not isinstance(smooth, int) or smooth < 1:
         raise ValueError(f"smooth must be a positive int, got {smooth!r}")
     xs = [m.get("iteration", i + 1) for i, m in enumerate(metrics)]
@@ -80,6 +87,9 @@ def plot_dashboard(
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
         axes = axes[0]
     else:
+        axes = list(getattr(axes, "flat", axes))
+        if len(axes) < len(keys):
+            raise ValueError(f"axes has {len(axes)} panels for {len(keys)} keys {keys}")
         fig = axes[0].figure
     for ax, k in zip(axes, keys):
         ys = [float(m[k]) for m in metrics]

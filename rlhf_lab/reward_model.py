@@ -25,7 +25,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .utils import default_device
+from .utils import default_device, seeded_torch
 
 Tensor = torch.Tensor
 Pair = Union[Tuple[str, str, str], Mapping[str, str]]
@@ -33,13 +33,18 @@ Pair = Union[Tuple[str, str, str], Mapping[str, str]]
 
 def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> Tuple[Tensor, Tensor]:
     r"""``(loss, accuracy)``: :math:`-\operatorname{mean}\log\sigma(r_w - r_l)` and the share of
-    pairs with :math:`r_w > r_l`. Uses ``logsigmoid`` (stable for large margins)."""
+    pairs with :math:`r_w > r_l`, a tie counting one half (a constant model scores 50 %, chance).
+    Uses ``logsigmoid`` (stable for large margins)."""
     if not isinstance(chosen, Tensor) or not isinstance(rejected, Tensor) or chosen.shape != rejected.shape:
         raise ValueError("chosen and rejected must be tensors of the same shape")
     if chosen.numel() == 0:
         raise ValueError("chosen is empty")
     margin = chosen.float() - rejected.float()
-    return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
+    return -F.logsigmoid(margin).mean(), _pairwise_accuracy(margin)
+
+
+def _pairwise_accuracy(margin: Tensor) -> Tensor:
+    return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
 
 
 def _as_triples(pairs: Sequence[Pair]) -> List[Tuple[str, str, str]]:
@@ -98,7 +103,7 @@ def train_reward_model(
     r"""Fit ``model`` to preference ``pairs`` by minimizing the Bradley–Terry loss.
 
     ``pairs``: ``(prompt, chosen, rejected)`` tuples or dicts with those keys; the texts scored
-    are ``prompt + chosen`` and ``prompt + rejected``. AdamW, shuffled minibatches (``seed``).
+    are ``prompt + chosen`` and ``prompt + rejected``. AdamW, shuffled minibatches; ``seed`` fixes the order and the dropout masks.
     Returns one dict per optimizer step: ``loss``, ``accuracy`` (share of the minibatch ranked
     right), ``margin`` (mean :math:`r_w - r_l`), ``epoch``. The model is left in eval mode.
     """
@@ -118,21 +123,22 @@ def train_reward_model(
     history = []
     steps = epochs * ((len(triples) + batch_size - 1) // batch_size)
     bar = tqdm(total=steps, desc="reward model", disable=not progress, leave=False)
-    for epoch in range(epochs):
-        order = torch.randperm(len(triples), generator=g).tolist()
-        for s in range(0, len(order), batch_size):
-            batch = [triples[i] for i in order[s : s + batch_size]]
-            texts = [p + c for p, c, _ in batch] + [p + r for p, _, r in batch]
-            scores = score_texts(model, tokenizer, texts, batch_size=len(texts), max_length=max_length, grad=True)
-            chosen, rejected = scores[: len(batch)], scores[len(batch) :]
-            loss, acc = bradley_terry_loss(chosen, rejected)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append({"epoch": epoch, "loss": float(loss.detach()), "accuracy": float(acc),
-                            "margin": float((chosen - rejected).detach().mean())})
-            bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+    with seeded_torch(seed, device):  # dropout repeats for a given seed
+        for epoch in range(epochs):
+            order = torch.randperm(len(triples), generator=g).tolist()
+            for s in range(0, len(order), batch_size):
+                batch = [triples[i] for i in order[s : s + batch_size]]
+                texts = [p + c for p, c, _ in batch] + [p + r for p, _, r in batch]
+                scores = score_texts(model, tokenizer, texts, batch_size=len(texts), max_length=max_length, grad=True)
+                chosen, rejected = scores[: len(batch)], scores[len(batch) :]
+                loss, acc = bradley_terry_loss(chosen, rejected)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                history.append({"epoch": epoch, "loss": float(loss.detach()), "accuracy": float(acc),
+                                "margin": float((chosen - rejected).detach().mean())})
+                bar.update(1)
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
     bar.close()
     model.eval()
     return history
@@ -141,11 +147,12 @@ def train_reward_model(
 @torch.no_grad()
 def reward_accuracy(model, tokenizer, pairs: Sequence[Pair], batch_size: int = 32,
                     max_length: Optional[int] = None) -> float:
-    """Share of ``pairs`` where the model scores the chosen response above the rejected one."""
+    """Share of ``pairs`` where the model scores the chosen response above the rejected one (a tie
+    counts one half, so a model that scores everything alike gets 50 %, chance level)."""
     triples = _as_triples(pairs)
     was_training = model.training
     model.eval()
     chosen = score_texts(model, tokenizer, [p + c for p, c, _ in triples], batch_size, max_length)
     rejected = score_texts(model, tokenizer, [p + r for p, _, r in triples], batch_size, max_length)
     model.train(was_training)
-    return float((chosen > rejected).float().mean())
+    return float(_pairwise_accuracy(chosen - rejected))

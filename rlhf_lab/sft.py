@@ -24,7 +24,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from .logprobs import position_ids_from_mask, sequence_logprobs
-from .utils import default_device
+from .utils import default_device, seeded_torch
 
 Example = Union[Tuple[str, str], Mapping[str, str]]
 
@@ -86,7 +86,10 @@ def sft_loss(model, input_ids, attention_mask, response_start: int, prompt_loss:
         logp = sequence_logprobs(model, input_ids, attention_mask, 1)
         first = position_ids_from_mask(attention_mask)[:, 1:] == 0  # a row's first real token has no context
         m = (attention_mask[:, 1:].bool() & ~first).to(logp.dtype)
-    return -(logp * m).sum() / m.sum()
+    n_targets = m.sum()
+    if not bool(n_targets > 0):
+        raise ValueError("attention_mask selects no target token (every response is empty)")
+    return -(logp * m).sum() / n_targets
 
 
 def sft(
@@ -126,20 +129,21 @@ def sft(
     history = []
     steps = epochs * ((len(pairs) + batch_size - 1) // batch_size)
     bar = tqdm(total=steps, desc="SFT", disable=not progress, leave=False)
-    for epoch in range(epochs):
-        order = torch.randperm(len(pairs), generator=g).tolist()
-        for s in range(0, len(order), batch_size):
-            batch = [pairs[i] for i in order[s : s + batch_size]]
-            ids, mask, P = encode_examples(tokenizer, batch, add_eos=add_eos, device=device)
-            loss = sft_loss(model, ids, mask, P, prompt_loss=prompt_loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            history.append({"epoch": epoch, "loss": float(loss.detach()), "tokens": int(mask[:, P:].sum())})
-            bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+    with seeded_torch(seed, device):  # dropout repeats for a given seed
+        for epoch in range(epochs):
+            order = torch.randperm(len(pairs), generator=g).tolist()
+            for s in range(0, len(order), batch_size):
+                batch = [pairs[i] for i in order[s : s + batch_size]]
+                ids, mask, P = encode_examples(tokenizer, batch, add_eos=add_eos, device=device)
+                loss = sft_loss(model, ids, mask, P, prompt_loss=prompt_loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                opt.step()
+                history.append({"epoch": epoch, "loss": float(loss.detach()), "tokens": int(mask[:, P:].sum())})
+                bar.update(1)
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
     bar.close()
     model.eval()
     return history

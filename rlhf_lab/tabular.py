@@ -100,6 +100,10 @@ class TreeMDP:
                              f"{(self.n_states, self.n_actions)} (one row per state)")
         if not logits.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor")
+        if bool(torch.isnan(logits).any()) or bool((logits == float("inf")).any()):
+            raise ValueError(f"{name} contains NaN or +inf")
+        if bool((logits == float("-inf")).all(dim=-1).any()):
+            raise ValueError(f"{name} has a state whose actions are all -inf")
         return logits
 
     def random_logits(self, scale: float = 1.0, generator: Optional[torch.Generator] = None,
@@ -148,7 +152,10 @@ class TreeMDP:
         self._check_logits(ref_logits, "ref_logits")
         logp = self.log_prob(logits)
         ref_logp = self.log_prob(ref_logits)
-        return (logp.exp() * (logp - ref_logp)).sum()
+        p = logp.exp()
+        support = p > 0  # trajectories pi cannot take count 0 (their log-probability is -inf)
+        terms = torch.where(support, p * (torch.where(support, logp, 0.0) - torch.where(support, ref_logp, 0.0)), 0.0)
+        return terms.sum()
 
     def expected(self, logits: Tensor, values: Tensor) -> Tensor:
         """E_π[f(τ)] = Σ_τ π(τ) f(τ) for ``values`` = f over all trajectories (``[A^H]``)."""

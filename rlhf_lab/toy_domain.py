@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .masked import check_scalar
+
 __all__ = [
     "TOPICS", "POSITIVE", "NEGATIVE", "NEUTRAL", "VERBS", "PROMPT_FORMS", "VOCAB",
     "GoldRule", "GOLD", "tokenizer", "make_prompts", "words_of", "prompt_topic", "sample_response",
@@ -204,12 +206,12 @@ def label_pairs(prompts: Sequence[str], first: Sequence[str], second: Sequence[s
     Bradley-Terry model, choosing the first with probability
     ``sigmoid((gold_1 − gold_2) / temperature)``, so close calls are sometimes labelled "wrong",
     like real human labels. Pairs of identical responses, and (with ``drop_ties``) pairs whose
-    gold scores are equal, are dropped: they carry no preference.
+    gold scores are equal, are dropped: they carry no preference (a tie that is kept is labelled
+    by a coin flip).
     """
     if not (len(prompts) == len(first) == len(second)):
         raise ValueError("prompts, first and second must have the same length")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    temperature = check_scalar("temperature", temperature, nonnegative=True)
     rng = random.Random(seed)
     out = []
     for p, a, b in zip(prompts, first, second):
@@ -219,7 +221,7 @@ def label_pairs(prompts: Sequence[str], first: Sequence[str], second: Sequence[s
         if ga == gb and drop_ties:
             continue
         if temperature == 0:
-            a_wins = ga > gb
+            a_wins = ga > gb if ga != gb else rng.random() < 0.5  # a kept tie is a coin flip
         else:
             z = (ga - gb) / temperature
             a_wins = rng.random() < 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
 import numpy as np
 import torch
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, device=None):
+    """Run a block with torch's global RNG (CPU, and ``device`` when it is CUDA) seeded with
+    ``seed``, and restore the caller's RNG state afterwards: dropout inside a training loop then
+    repeats for a given seed whatever ran before, and the caller's random stream is untouched."""
+    device = torch.device(device) if device is not None else None
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
 
 
 def set_seed(seed: int) -> None:

@@ -134,6 +134,11 @@ class PPOConfig:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         if self.value_model not in ("shared", "separate"):
             raise ValueError(f"value_model must be 'shared' or 'separate', got {self.value_model!r}")
+        if self.adaptive_kl and self.batch_size >= 5 * self.kl_horizon:
+            raise ValueError(
+                f"kl_horizon ({self.kl_horizon}) must exceed batch_size / 5 ({self.batch_size / 5:g}) for the "
+                "adaptive KL rule: one update of a full batch could otherwise drive beta to 0 or below"
+            )
         if self.stop_token not in (None, "eos"):
             raise ValueError(f"stop_token must be 'eos' or None, got {self.stop_token!r}")
 
