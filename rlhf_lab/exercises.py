@@ -90,13 +90,17 @@ def _short(obj: Any, limit: int = 60) -> str:
 
 
 def _as_float(x: Any) -> float | None:
-    """A plain float from a Python/NumPy/sympy number or a one-element tensor; None otherwise."""
-    if isinstance(x, (bool, str, bytes)):
+    """A plain float from a Python/NumPy/sympy number or a one-element tensor; None otherwise.
+
+    Booleans are not numbers: ``True``, ``np.True_`` and bool arrays/tensors give None.
+    """
+    if isinstance(x, (bool, np.bool_, str, bytes)):
         return None
     if isinstance(x, torch.Tensor):
-        return float(x.detach().cpu().item()) if x.numel() == 1 else None
+        return (float(x.detach().cpu().item())
+                if x.numel() == 1 and x.dtype != torch.bool and not x.is_complex() else None)
     if isinstance(x, np.ndarray):
-        return float(x.item()) if x.size == 1 and x.dtype.kind in "biuf" else None
+        return float(x.item()) if x.size == 1 and x.dtype.kind in "iuf" else None
     if isinstance(x, (int, float, np.integer, np.floating)):
         return float(x)
     try:  # sympy numbers and anything else with __float__
@@ -114,6 +118,8 @@ def _close(a: float, e: float, rtol: float, atol: float) -> bool:
 
 
 def _number_hint(a: float, e: float, rtol: float, atol: float) -> str:
+    if math.isnan(e):
+        return "is wrong: the expected value is NaN (not a number)"
     if math.isnan(a):
         return "is NaN"
     if math.isinf(a):
@@ -130,15 +136,64 @@ def _number_hint(a: float, e: float, rtol: float, atol: float) -> str:
     return hint
 
 
+def _plain(x: Any) -> Any:
+    """Nested lists/tuples with every tensor detached and moved to NumPy (for np.asarray)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        try:
+            return t.numpy()
+        except (TypeError, RuntimeError):  # e.g. bfloat16: leave it to np.asarray
+            return t
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
 def _to_tensor(x: Any) -> torch.Tensor | None:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
     if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)) and not isinstance(x, bool):
         try:
-            return torch.as_tensor(np.asarray(x))
+            arr = np.asarray(_plain(x))
+            if not arr.flags.c_contiguous:  # e.g. negative strides from x[::-1]: torch refuses them
+                arr = arr.copy(order="C")
+            return torch.as_tensor(arr)
         except (TypeError, ValueError, RuntimeError):
             return None
     return None
+
+
+def _is_bool_scalar(x: Any) -> bool:
+    """True for bool, np.bool_ and 0-d bool arrays/tensors."""
+    if isinstance(x, (bool, np.bool_)):
+        return True
+    if isinstance(x, torch.Tensor):
+        return x.dtype == torch.bool and x.dim() == 0
+    if isinstance(x, np.ndarray):
+        return x.dtype == np.bool_ and x.ndim == 0
+    return False
+
+
+def _as_bool(x: Any) -> bool | None:
+    """A plain bool from bool, np.bool_ or a one-element bool array/tensor; None otherwise."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, torch.Tensor) and x.dtype == torch.bool and x.numel() == 1:
+        return bool(x.item())
+    if isinstance(x, np.ndarray) and x.dtype == np.bool_ and x.size == 1:
+        return bool(x.item())
+    return None
+
+
+def _equal(a: Any, e: Any) -> bool:
+    """``a == e`` for arbitrary objects, never raising: elementwise results count as different."""
+    try:
+        res = a == e
+        if isinstance(res, (np.ndarray, torch.Tensor)):
+            return False
+        return bool(res)
+    except Exception:  # noqa: BLE001 - objects whose == raises are simply different
+        return False
 
 
 def _dtype_kind(t: torch.Tensor) -> str:
@@ -182,11 +237,23 @@ def _difference(a: Any, e: Any, rtol: float, atol: float) -> str | None:
         return "returned `...`: fill in the body of the function"
     if a is None and e is not None:
         return "returned None: did you forget `return`?"
+    if e is None:
+        return None if a is None else f"is {_short(a)}, expected None"
+    if isinstance(e, str):
+        return None if isinstance(a, str) and a == e else f"is {_short(a)}, expected {_short(e)}"
+    if _is_bool_scalar(e) and not (isinstance(e, (torch.Tensor, np.ndarray))
+                                   and isinstance(a, (torch.Tensor, np.ndarray))):
+        want, got = bool(e), _as_bool(a)
+        if got is None:
+            return f"is {_short(a)}, expected {want} (a bool)"
+        return None if got == want else f"is {got}, expected {want}"
     if isinstance(e, (torch.Tensor, np.ndarray)):
-        ta = _to_tensor(a)
-        if ta is None:
-            return f"returned {type(a).__name__}, expected a tensor"
-        return _tensor_difference(ta, _to_tensor(e), rtol, atol)
+        te = _to_tensor(e)
+        if te is not None:
+            ta = _to_tensor(a)
+            if ta is None:
+                return f"returned {type(a).__name__}, expected a tensor"
+            return _tensor_difference(ta, te, rtol, atol)
     if isinstance(e, (tuple, list)):
         if not isinstance(a, (tuple, list)):
             return f"returned {type(a).__name__}, expected a {type(e).__name__} of {len(e)}"
@@ -208,18 +275,13 @@ def _difference(a: Any, e: Any, rtol: float, atol: float) -> str | None:
             if d is not None:
                 return f"[{k!r}] {d}"
         return None
-    if isinstance(e, bool) or e is None or isinstance(e, str):
-        return None if a == e else f"is {_short(a)}, expected {_short(e)}"
     fe = _as_float(e)
     if fe is not None:
         fa = _as_float(a)
         if fa is None:
             return f"returned {type(a).__name__}, expected a number"
         return None if _close(fa, fe, rtol, atol) else f"is {_fmt(fa)}, expected {_fmt(fe)}"
-    try:
-        return None if a == e else f"is {_short(a)}, expected {_short(e)}"
-    except Exception:  # noqa: BLE001 - objects whose == raises are simply different
-        return f"is {_short(a)}, expected {_short(e)}"
+    return None if _equal(a, e) else f"is {_short(a)}, expected {_short(e)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,9 +292,11 @@ def check_number(answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float 
                  name: str = "answer", explain: str | None = None) -> bool:
     """Check a scalar: right when ``|answer − expected| ≤ atol + rtol·|expected|``.
 
-    Accepts Python, NumPy and sympy numbers and one-element tensors. On a wrong answer it says
-    whether the value is too high or too low (or has the wrong sign, or is off by a factor of
-    2 or 10) and adds ``explain`` if given.
+    Accepts Python, NumPy and sympy numbers and one-element tensors. Booleans are never numbers:
+    ``True``, ``np.True_`` and bool arrays/tensors are refused as ``answer`` (✘) and as
+    ``expected`` (TypeError). A NaN ``expected`` is matched only by a NaN answer. On a wrong
+    answer it says whether the value is too high or too low (or has the wrong sign, or is off by
+    a factor of 2 or 10) and adds ``explain`` if given.
     """
     if _is_placeholder(answer):
         return False
@@ -297,6 +361,8 @@ def check_function(candidate: Any, reference: Callable, cases: Sequence[Any], *,
     ``cases`` is a list whose items are tuples of positional arguments or dicts of keyword
     arguments (anything else is passed as the single argument). Results may be numbers, tensors,
     arrays, or tuples/lists/dicts of them. Reports the first case that fails or raises.
+    A reference result that is None, a string or a single bool (``bool``, ``np.bool_``, a 0-d
+    bool tensor/array) must be matched by an object of the same kind (any single bool for a bool).
     """
     if _is_placeholder(candidate):
         return False
@@ -318,11 +384,139 @@ def check_function(candidate: Any, reference: Callable, cases: Sequence[Any], *,
     return _say(True, f"{fname} agrees with the reference on all {len(cases)} cases.")
 
 
+def _sympy_kind(v: Any) -> str | None:
+    """"matrix", "equation" or "expression" for the sympy objects check_expression compares."""
+    import sympy as sp
+
+    if isinstance(v, sp.MatrixBase):  # before Expr: immutable matrices are Exprs too
+        return "matrix"
+    if isinstance(v, sp.Equality):
+        return "equation"
+    if isinstance(v, sp.Expr):
+        return "expression"
+    return None
+
+
+def _sample_points(symbols: Sequence[Any], n: int = 6, seed: int = 0) -> list[dict]:
+    """Deterministic exact values for ``symbols`` that respect their sign/integer assumptions."""
+    import sympy as sp
+
+    rng = random.Random(seed)
+    points = []
+    for _ in range(n):
+        pt = {}
+        for s in symbols:
+            v = (sp.Integer(rng.randint(1, 5)) if s.is_integer
+                 else sp.Rational(rng.randint(30, 230), 100))
+            pt[s] = -v if (s.is_negative or s.is_nonpositive) else v
+        points.append(pt)
+    return points
+
+
+def _numerically_equal(a: Any, e: Any, rtol: float = 1e-9) -> bool:
+    """``a`` and ``e`` agree (relative to their size) at a few random points of their symbols."""
+    import sympy as sp
+
+    symbols = sorted(a.free_symbols | e.free_symbols, key=sp.default_sort_key)
+    pairs = []
+    for pt in _sample_points(symbols):
+        try:
+            av, ev = complex(a.xreplace(pt).evalf(30)), complex(e.xreplace(pt).evalf(30))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return False  # something that does not evaluate to a number (e.g. an undefined f(x))
+        if all(map(math.isfinite, (av.real, av.imag, ev.real, ev.imag))):
+            pairs.append((av, ev))
+    if len(pairs) < 3:
+        return False
+    scale = max(max(abs(av), abs(ev)) for av, ev in pairs)
+    return all(abs(av - ev) <= rtol * scale for av, ev in pairs)
+
+
+def _show_constant(c: Any) -> str:
+    """A constant for a message: exact when exact, a short decimal when it carries floats."""
+    import sympy as sp
+
+    if c.has(sp.Float) and c.is_real:
+        try:
+            return _fmt(float(c))
+        except (TypeError, ValueError):
+            pass
+    return str(c)
+
+
+def _expression_difference(a: Any, e: Any) -> str | None:
+    """None when the sympy expressions ``a`` and ``e`` are equal, else a phrase saying how not."""
+    import sympy as sp
+
+    diff = sp.simplify(a - e)
+    if diff == 0 or diff.equals(0):
+        return None
+    if diff.has(sp.Float) and _numerically_equal(a, e):  # e.g. math.log(2)*beta vs log(2)*beta
+        return None
+    extra = sorted(map(str, a.free_symbols - e.free_symbols))
+    missing = sorted(map(str, e.free_symbols - a.free_symbols))
+    if extra:
+        return f"depends on {', '.join(extra)}, which the result does not"
+    if missing:
+        return f"is missing {', '.join(missing)}"
+    if sp.simplify(a + e) == 0:
+        return "has the wrong sign"
+    if e != 0:
+        ratio = sp.simplify(a / e)
+        if ratio.is_number:
+            return f"is off by a constant factor ({_show_constant(ratio)})"
+    if not diff.free_symbols:
+        return f"is off by an additive constant ({_show_constant(diff)})"
+    text = sp.sstr(diff)
+    if len(text) > 60:
+        text = text[:59] + "…"
+    return f"differs from the result by {text}"
+
+
+def _equivalent_equations(a: Any, e: Any) -> bool:
+    """Two sp.Eq are equivalent when ``a.lhs − a.rhs`` is a nonzero constant times ``e.lhs − e.rhs``.
+    """
+    import sympy as sp
+
+    da, de = a.lhs - a.rhs, e.lhs - e.rhs
+    if sp.simplify(da - de) == 0 or sp.simplify(da + de) == 0:
+        return True
+    if sp.simplify(de) == 0:
+        return sp.simplify(da) == 0
+    ratio = sp.simplify(da / de)
+    if ratio.is_number and ratio.is_finite and ratio.is_zero is False:
+        return True
+    if da.has(sp.Float) or de.has(sp.Float):  # the ratio at a few points: one nonzero constant?
+        symbols = sorted(da.free_symbols | de.free_symbols, key=sp.default_sort_key)
+        values = []
+        for pt in _sample_points(symbols):
+            try:
+                num, den = complex(da.xreplace(pt).evalf(30)), complex(de.xreplace(pt).evalf(30))
+            except (TypeError, ValueError, ZeroDivisionError):
+                return False
+            if den != 0 and all(map(math.isfinite, (num.real, num.imag, den.real, den.imag))):
+                values.append(num / den)
+        if len(values) >= 3 and values[0] != 0:
+            return all(abs(v - values[0]) <= 1e-9 * abs(values[0]) for v in values)
+    return False
+
+
 def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> bool:
     """Check a sympy expression: right when ``simplify(answer − expected) == 0``.
 
     When they differ, says how: missing or extra symbols, a wrong sign, a constant factor, or an
-    additive constant (e.g. a forgotten ``log Z``). Strings are refused (no ``eval``).
+    additive constant (e.g. a forgotten ``log Z``). Strings are refused (no ``eval``), and so is
+    anything that is not an expression, an equation or a matrix (``x > r``, ``True``, tuples).
+
+    - Symbols are matched by name: an answer built with ``sp.Symbol("beta")`` is compared as if
+      it used the expected ``beta`` (with its assumptions, e.g. ``positive=True``).
+    - Equations (``sp.Eq``) are right when ``lhs − rhs`` is a nonzero constant multiple of the
+      expected one (``Eq(2*x, 2*r)`` matches ``Eq(x, r)``).
+    - Matrices are compared entry by entry; the first wrong entry is reported.
+    - When the difference holds floats (``math.log(2)*beta`` for ``log(2)*beta``), the two are
+      also compared numerically at a few points (relative tolerance 1e-9).
+
+    Raises TypeError when ``expected`` is not an expression, an equation or a matrix.
     """
     import sympy as sp
 
@@ -332,38 +526,51 @@ def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> boo
         return _say(False, f"{name} should be a sympy expression built from the symbols, "
                            f"not a string.")
     try:
-        a = sp.sympify(answer, strict=True)
         e = sp.sympify(expected, strict=True)
     except (sp.SympifyError, TypeError):
-        return _say(False, f"{name} should be a sympy expression, got {type(answer).__name__}.")
-    if isinstance(a, sp.Equality) or isinstance(e, sp.Equality):
-        if not (isinstance(a, sp.Equality) and isinstance(e, sp.Equality)):
-            return _say(False, f"{name} should {'not ' if isinstance(a, sp.Equality) else ''}"
+        e = None
+    ke = _sympy_kind(e)
+    if ke is None:
+        raise TypeError(f"expected must be a sympy expression, equation (sp.Eq) or matrix, "
+                        f"got {type(expected).__name__}")
+    try:
+        a = sp.sympify(answer, strict=True)
+    except (sp.SympifyError, TypeError):
+        a = None
+    ka = _sympy_kind(a)
+    if ka is None:
+        return _say(False, f"{name} should be a sympy expression, equation (sp.Eq) or matrix, "
+                           f"not {type(answer).__name__} ({_short(answer, 40)}).")
+    # match symbols by name: Symbol("beta") stands for the expected Symbol("beta", positive=True)
+    by_name = {s.name: s for s in e.free_symbols if isinstance(s, sp.Symbol)
+               and not isinstance(s, sp.Dummy)}
+    swap = {s: by_name[s.name] for s in a.free_symbols
+            if isinstance(s, sp.Symbol) and not isinstance(s, sp.Dummy)
+            and s.name in by_name and s != by_name[s.name]}
+    if swap:
+        a = a.xreplace(swap)
+    if ka == "equation" or ke == "equation":
+        if ka != ke:
+            return _say(False, f"{name} should {'not ' if ka == 'equation' else ''}"
                                f"be an equation (sp.Eq).")
-        a, e = a.lhs - a.rhs, e.lhs - e.rhs
-        same = sp.simplify(a - e) == 0 or sp.simplify(a + e) == 0
+        same = _equivalent_equations(a, e)
         return _say(same, f"{name} is {'right' if same else 'not the expected equation'}.")
-    diff = sp.simplify(a - e)
-    if diff == 0 or diff.equals(0):
+    if ka == "matrix" or ke == "matrix":
+        if ke != "matrix":
+            return _say(False, f"{name} should be a single expression, not a matrix.")
+        if ka != "matrix":
+            return _say(False, f"{name} should be a {e.rows}×{e.cols} matrix (sp.Matrix), "
+                               f"got {type(answer).__name__}.")
+        if a.shape != e.shape:
+            return _say(False, f"{name} has shape {a.shape}, expected {e.shape}.")
+        for i in range(e.rows):
+            for j in range(e.cols):
+                d = _expression_difference(a[i, j], e[i, j])
+                if d is not None:
+                    return _say(False, f"{name} entry ({i}, {j}) {d}.")
         return _say(True, f"{name} is right.")
-    extra = sorted(map(str, a.free_symbols - e.free_symbols))
-    missing = sorted(map(str, e.free_symbols - a.free_symbols))
-    if extra:
-        return _say(False, f"{name} depends on {', '.join(extra)}, which the result does not.")
-    if missing:
-        return _say(False, f"{name} is missing {', '.join(missing)}.")
-    if sp.simplify(a + e) == 0:
-        return _say(False, f"{name} has the wrong sign.")
-    if e != 0:
-        ratio = sp.simplify(a / e)
-        if ratio.is_number:
-            return _say(False, f"{name} is off by a constant factor ({ratio}).")
-    if not diff.free_symbols:
-        return _say(False, f"{name} is off by an additive constant ({diff}).")
-    text = sp.sstr(diff)
-    if len(text) > 60:
-        text = text[:59] + "…"
-    return _say(False, f"{name} differs from the result by {text}.")
+    d = _expression_difference(a, e)
+    return _say(d is None, f"{name} {'is right' if d is None else d}.")
 
 
 def _letter(x: Any) -> str | None:
@@ -377,7 +584,10 @@ def check_choice(answer: Any, correct: str, *, explanations: Mapping[str, str] |
                  ) -> bool:
     """Live multiple choice: ``answer`` is a letter (``"b"``, ``"B"`` or ``"(b)"``).
 
-    ``explanations`` maps letters to a sentence shown when that letter is picked.
+    ``explanations`` maps letters to a sentence shown when that letter is picked. The options
+    are taken to run from (a) to the last letter among ``correct`` and the explanations' keys:
+    a letter past it gets "there is no option"; one inside it without an explanation gets a
+    plain "is not it".
     """
     if _is_placeholder(answer):
         return False
@@ -390,7 +600,9 @@ def check_choice(answer: Any, correct: str, *, explanations: Mapping[str, str] |
         return _say(False, f"answer with one letter such as \"a\"; "
                            f"got {_short(answer)}.")
     if explanations and got not in notes and got != want:
-        return _say(False, f"there is no option ({got}).")
+        last = max([k for k in notes if _letter(k) == k] + [want])
+        if got > last:
+            return _say(False, f"there is no option ({got}).")
     note = f" {notes[got]}" if got in notes else ""
     if got == want:
         return _say(True, f"({got}) is right.{note}")
@@ -412,12 +624,26 @@ def _text(s: str) -> str:
     return _BOLD.sub(r"<strong>\1</strong>", out)
 
 
+_KIND_NAMES = {"mc": "multiple_choice", "num": "numeric_quiz", "ord": "ordering_quiz"}
+
+# Ids already given out for a ``key`` in this process (one notebook kernel): id -> (kind, key).
+# Two different keys (or kinds) must not share an element id on the same page.
+_KEYED_IDS: dict[str, tuple[str, str]] = {}
+
+
 def _quiz_id(kind: str, key: str | None, *parts: Any) -> str:
     if key is not None:
         slug = re.sub(r"[^A-Za-z0-9_-]+", "-", str(key)).strip("-")
         if not slug:
             raise ValueError(f"key {key!r} has no usable characters")
-        return f"rlq-{slug}"
+        qid = f"rlq-{slug}"
+        owner = _KEYED_IDS.setdefault(qid, (kind, str(key)))
+        if owner != (kind, str(key)):
+            raise ValueError(
+                f"key {key!r} gives the element id {qid!r}, which the "
+                f"{_KIND_NAMES.get(owner[0], owner[0])} quiz with key {owner[1]!r} already uses: "
+                f"give each quiz its own key (after renaming a quiz, restart the kernel)")
+        return qid
     digest = hashlib.sha1(json.dumps([kind, *map(str, parts)]).encode()).hexdigest()[:10]
     return f"rlq-{kind}-{digest}"
 
@@ -528,7 +754,15 @@ def multiple_choice(question: str, options: Sequence[str] | Mapping[str, str], c
     """
     opts = _option_list(options)
     letters = [k for k, _ in opts]
-    want = letters[correct] if isinstance(correct, int) else _letter(correct)
+    if isinstance(correct, (bool, np.bool_)):
+        raise ValueError(f"correct must be a letter or a 0-based index, got {correct!r}")
+    if isinstance(correct, (int, np.integer)):
+        if not 0 <= correct < len(letters):
+            raise ValueError(f"correct index {correct!r} is out of range: there are "
+                             f"{len(letters)} options (indices 0 to {len(letters) - 1})")
+        want = letters[int(correct)]
+    else:
+        want = _letter(correct)
     if want not in letters:
         raise ValueError(f"correct {correct!r} is not one of the options {letters}")
     if explanations is None:
@@ -536,6 +770,13 @@ def multiple_choice(question: str, options: Sequence[str] | Mapping[str, str], c
     elif isinstance(explanations, Mapping):
         notes = {_letter(k) or k: v for k, v in explanations.items()}
     else:
+        if isinstance(explanations, str):
+            raise ValueError("explanations must be a list aligned with the options or a dict "
+                             "by letter, not a string")
+        explanations = list(explanations)
+        if len(explanations) != len(letters):
+            raise ValueError(f"explanations has {len(explanations)} entries but there are "
+                             f"{len(letters)} options")
         notes = dict(zip(letters, explanations))
     qid = _quiz_id("mc", key, question, [o for _, o in opts])
     rows = []
@@ -560,19 +801,22 @@ def numeric_quiz(question: str, answer: float, *, tol: float = 1e-2, key: str | 
                  hint: str | None = None) -> Quiz:
     """A question whose answer is a number; the reader types it and presses *Check* (or Enter).
 
-    Accepted when ``|x − answer| ≤ tol · max(1, |answer|)``. A few lines of inline JavaScript do
-    the check, so it works in the static book and on Colab without a kernel.
+    Accepted when ``|x − answer| ≤ tol · max(1, |answer|)``; ``tol`` is a finite number ≥ 0
+    (any numeric type: it is written into the HTML as a plain number). A few lines of inline
+    JavaScript do the check, so it works in the static book and on Colab without a kernel.
     """
     a = _as_float(answer)
     if a is None or not math.isfinite(a):
         raise ValueError(f"answer must be a finite number, got {answer!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
+    t = _as_float(tol)
+    if t is None or not math.isfinite(t) or t < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    tol_text = str(int(tol)) if isinstance(tol, (int, np.integer)) else repr(t)
     qid = _quiz_id("num", key, question, a)
     hint_html = (f'<details class="rlhf-hint"><summary>Hint</summary>{_text(hint)}</details>'
                  if hint else "")
     body = (f'{_STYLE}{_SCRIPT}<div class="{_CONTAINER_CLASSES} rlhf-num" id="{qid}" '
-            f'data-answer="{a!r}" data-tol="{tol!r}">'
+            f'data-answer="{a!r}" data-tol="{tol_text}">'
             f'<p class="rlhf-q">{_text(question)}</p>'
             f'<input type="text" inputmode="decimal" id="{qid}-input" aria-label="your answer" '
             f'placeholder="your answer" '

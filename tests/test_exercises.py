@@ -304,3 +304,178 @@ def test_public_names():
     for name in ["check_number", "check_tensor", "check_function", "check_expression",
                  "check_choice", "multiple_choice", "numeric_quiz", "ordering_quiz"]:
         assert callable(getattr(ex, name))
+
+
+# --- regressions -------------------------------------------------------------------------------
+
+def test_check_tensor_accepts_arrays_with_negative_strides(capsys):
+    rewards = np.array([1.0, 2.0, 3.0, 4.0])
+    reward_to_go = np.cumsum(rewards[::-1])[::-1]  # a view with a negative stride
+    assert reward_to_go.strides[0] < 0
+    want = torch.tensor([10.0, 9.0, 7.0, 4.0])
+    assert check_tensor(reward_to_go, want) is True
+    assert check_tensor(want, reward_to_go) is True  # as `expected` too
+    assert check_tensor(np.arange(6.0).reshape(2, 3).T, torch.tensor([[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]))
+    assert all(line.startswith("✔") for line in capsys.readouterr().out.splitlines())
+
+
+def test_check_tensor_accepts_a_list_of_tensors_that_require_grad(capsys):
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    assert check_tensor([w[0] * 2, w[1] * 2], torch.tensor([2.0, 4.0])) is True
+    assert check_tensor([w, w], [[1.0, 2.0], [1.0, 2.0]]) is True
+    assert check_tensor([w[0] * 3, w[1]], torch.tensor([2.0, 2.0])) is False
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("✔") and out[1].startswith("✔") and "1 of 2" in out[2]
+
+
+@pytest.mark.parametrize("reference, words", [
+    (lambda x: None, "expected None"),
+    (lambda x: "done", "expected 'done'"),
+    (lambda x: True, "expected True"),
+    (lambda x: np.bool_(False), "expected False"),
+])
+def test_check_function_array_against_none_str_or_bool_is_a_clear_mismatch(reference, words, capsys):
+    assert check_function(lambda x: np.array([1.0, 2.0]), reference, [(1,)], name="f") is False
+    line = one_line(capsys)
+    assert line.startswith("✘ f(1)") and words in line
+
+
+def test_check_function_bools_of_any_kind_match_each_other(capsys):
+    for got, want in [(True, np.bool_(True)), (np.bool_(False), False), (True, torch.tensor(True)),
+                      (torch.tensor(False), np.array(False)), (False, torch.tensor(False))]:
+        assert check_function(lambda x, g=got: g, lambda x, w=want: w, [(0,)]) is True, (got, want)
+    capsys.readouterr()
+    assert check_function(lambda x: False, lambda x: np.bool_(True), [(0,)], name="g") is False
+    assert "is False, expected True" in one_line(capsys)
+    assert check_function(lambda x: 1, lambda x: np.bool_(True), [(0,)], name="g") is False
+    assert "expected True" in one_line(capsys)
+    # a shaped bool tensor is still compared as a tensor
+    assert check_function(lambda x: torch.tensor([True]), lambda x: torch.tensor(True), [(0,)]) is False
+    assert "shape" in one_line(capsys)
+
+
+@pytest.mark.parametrize("answer", [True, np.bool_(True), np.array(True), torch.tensor(True)])
+def test_check_number_refuses_every_kind_of_bool(answer, capsys):
+    assert check_number(answer, 1.0) is False
+    assert "should be a number" in one_line(capsys)
+
+
+@pytest.mark.parametrize("expected", [True, np.bool_(True), np.array(True), torch.tensor(True)])
+def test_check_number_expected_bool_is_a_type_error(expected):
+    with pytest.raises(TypeError):
+        check_number(1.0, expected)
+
+
+def test_check_number_with_nan_expected(capsys):
+    assert check_number(0.5, float("nan")) is False
+    line = one_line(capsys)
+    assert "expected value is NaN" in line and "too" not in line
+    assert check_number(float("nan"), float("nan")) is True
+
+
+def test_check_expression_matrices(capsys):
+    assert check_expression(sp.Matrix([[0, 0]]), sp.Matrix([[0, 0]])) is True
+    assert check_expression(sp.Matrix([r / beta, sp.log(sp.exp(x))]), sp.Matrix([r / beta, x])) is True
+    assert all(line.startswith("✔") for line in capsys.readouterr().out.splitlines())
+    assert check_expression(sp.Matrix([r / beta, -x]), sp.Matrix([r / beta, x]), name="v") is False
+    assert one_line(capsys) == "✘ v entry (1, 0) has the wrong sign."
+    assert check_expression(sp.Matrix([[1, 2]]), sp.Matrix([1, 2]), name="v") is False
+    assert one_line(capsys) == "✘ v has shape (1, 2), expected (2, 1)."
+    assert check_expression(x, sp.Matrix([x])) is False
+    assert "matrix" in one_line(capsys)
+    assert check_expression(sp.Matrix([x]), x) is False
+    assert "matrix" in one_line(capsys)
+
+
+@pytest.mark.parametrize("answer", [x > r, True, (x, r), [x], np.array([1.0])])
+def test_check_expression_refuses_non_expressions(answer, capsys):
+    assert check_expression(answer, x, name="e") is False
+    line = one_line(capsys)
+    assert line.startswith("✘ e should be a sympy expression")
+
+
+def test_check_expression_bad_expected_is_a_type_error():
+    with pytest.raises(TypeError):
+        check_expression(x, x > r)
+
+
+def test_check_expression_equations_up_to_a_constant_factor(capsys):
+    assert check_expression(sp.Eq(2 * x, 2 * r), sp.Eq(x, r)) is True
+    assert check_expression(sp.Eq(-x / 3, -r / 3), sp.Eq(x, r)) is True
+    assert check_expression(sp.Eq(x / beta, r / beta), sp.Eq(x, r)) is False  # not a constant
+    assert check_expression(sp.Eq(x, 0.5 * r), sp.Eq(x, r / 2)) is True
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[0] for line in lines] == ["✔", "✔", "✘", "✔"]
+
+
+def test_check_expression_matches_symbols_by_name(capsys):
+    plain_beta, plain_r = sp.Symbol("beta"), sp.Symbol("r")
+    assert check_expression(sp.log(sp.exp(plain_r / plain_beta)), r / beta) is True
+    assert check_expression(sp.sqrt(plain_beta**2), beta) is True
+    assert all(line.startswith("✔") for line in capsys.readouterr().out.splitlines())
+    assert check_expression(2 * plain_r / plain_beta, r / beta) is False
+    assert "constant factor (2)" in one_line(capsys)
+
+
+def test_check_expression_float_coefficients_compare_numerically(capsys):
+    import math
+
+    assert check_expression(math.log(2) * beta, sp.log(2) * beta) is True
+    assert check_expression(math.log(2) * beta + r, r + sp.log(2) * beta) is True
+    assert check_expression(sp.Float(math.pi) * x**2, sp.pi * x**2) is True
+    assert all(line.startswith("✔") for line in capsys.readouterr().out.splitlines())
+    assert check_expression(0.7 * beta, sp.log(2) * beta) is False  # 1% off is still wrong
+    line = one_line(capsys)
+    assert "constant factor (1.00989)" in line
+    assert check_expression(math.log(2) * beta * (1 + 1e-6), sp.log(2) * beta) is False
+
+
+def test_numeric_quiz_writes_plain_numbers_for_numpy_tol():
+    q = numeric_quiz("Q?", np.float64(2.5), tol=np.float64(0.05), key="np-tol")
+    box = next(a for t, a in parse(q.html) if a.get("id") == "rlq-np-tol")
+    assert box["data-tol"] == "0.05" and box["data-answer"] == "2.5"
+    assert float(box["data-tol"]) == 0.05
+    q = numeric_quiz("Q?", np.int64(3), tol=np.float32(0.25), key="np-tol")
+    box = next(a for t, a in parse(q.html) if a.get("id") == "rlq-np-tol")
+    assert box["data-tol"] == "0.25" and box["data-answer"] == "3.0"
+    q = numeric_quiz("Q?", 3, tol=0, key="np-tol")
+    assert 'data-tol="0"' in q.html
+
+
+@pytest.mark.parametrize("tol", [-0.1, float("nan"), float("inf"), "0.05", True, None])
+def test_numeric_quiz_refuses_bad_tol(tol):
+    with pytest.raises(ValueError, match="tol"):
+        numeric_quiz("Q?", 1.0, tol=tol)
+
+
+def test_check_choice_unexplained_option_is_not_called_missing(capsys):
+    notes = {"a": "Too small.", "c": "Too large."}
+    assert check_choice("b", "d", explanations=notes) is False
+    assert one_line(capsys) == "✘ (b) is not it."
+    assert check_choice("(c)", "d", explanations=notes) is False
+    assert one_line(capsys) == "✘ (c) is not it. Too large."
+    assert check_choice("e", "d", explanations=notes) is False
+    assert one_line(capsys) == "✘ there is no option (e)."
+
+
+def test_quiz_keys_that_share_an_id_are_refused():
+    multiple_choice("Q?", ["x", "y"], "a", key="regression clash")
+    multiple_choice("Q?", ["x", "y"], "b", key="regression clash")  # re-running a cell is fine
+    with pytest.raises(ValueError, match="key"):
+        numeric_quiz("Q?", 1.0, key="regression-clash")
+    with pytest.raises(ValueError, match="key"):
+        ordering_quiz("Q?", ["a", "b"], key="regression clash")
+    with pytest.raises(ValueError, match="key"):
+        multiple_choice("Q?", ["x", "y"], "a", key="regression/clash")
+
+
+@pytest.mark.parametrize("correct", [-1, 2, 5, True])
+def test_multiple_choice_correct_index_out_of_range(correct):
+    with pytest.raises(ValueError, match="correct"):
+        multiple_choice("Q?", ["x", "y"], correct)
+
+
+@pytest.mark.parametrize("explanations", [["only one"], ["1", "2", "3"], "ab"])
+def test_multiple_choice_explanations_must_match_the_options(explanations):
+    with pytest.raises(ValueError, match="explanations"):
+        multiple_choice("Q?", ["x", "y"], "a", explanations)
