@@ -16,7 +16,9 @@ def seeded_torch(seed: int, device=None):
     ``seed``, and restore the caller's RNG state afterwards: dropout inside a training loop then
     repeats for a given seed whatever ran before, and the caller's random stream is untouched."""
     device = torch.device(device) if device is not None else None
-    cuda = [device] if device is not None and device.type == "cuda" else []
+    cuda = []
+    if device is not None and device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         yield
