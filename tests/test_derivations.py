@@ -266,3 +266,230 @@ def test_latex_typesets_in_mathjax_without_errors():
             problems.append((name, err or re.findall(r"data-mjx-error=\"[^\"]*\"|"
                                                      r"<mtext mathcolor=\"red\">[^<]*", mml)))
     assert not problems, problems
+
+
+# -- no vacuous steps ---------------------------------------------------------------------------
+
+_FRESH = sp.Symbol("zeta_fresh")
+
+
+def _mutations(rhs):
+    """Wrong right-hand sides: doubled, shifted by a fresh symbol / 7, sign flipped (those that
+    leave a zero rhs unchanged are skipped by the caller)."""
+    if isinstance(rhs, sp.MatrixBase):
+        shift = sp.ones(*rhs.shape) * _FRESH / 7
+        return {"2*rhs": sp.ImmutableMatrix(2 * rhs),
+                "rhs + zeta/7": sp.ImmutableMatrix(rhs + shift),
+                "-rhs": sp.ImmutableMatrix(-rhs)}
+    return {"2*rhs": 2 * rhs, "rhs + zeta/7": rhs + _FRESH / 7, "-rhs": -rhs}
+
+
+@pytest.mark.parametrize("d", ALL, ids=IDS)
+def test_no_step_is_vacuous(d):
+    """No step holds by construction: the two sides of an equality are not the same sympy object
+    (sympy evaluating eagerly, e.g. p·d(log p)/dθ → dp/dθ or a min decided on construction, would
+    make the check compare a line with itself), and no condition was already evaluated to
+    True/False before verify() could check it. (The course has no definition-only steps: a
+    definition is a named symbol replaced by its definition through the step's ``subs``.)"""
+    for i, s in enumerate(d.steps):
+        where = f"{d.name} step {i + 1} ({s.reason})"
+        if s.kind == "holds":
+            assert not isinstance(s.condition, sp.logic.boolalg.BooleanAtom), where
+            continue
+        lhs = d.lhs_of(i)
+        assert lhs != s.rhs, f"{where}: both sides are the same expression {lhs}"
+
+
+@pytest.mark.parametrize("d", ALL, ids=IDS)
+def test_a_mutated_rhs_is_caught_at_its_step(d):
+    """Doubling the rhs, adding a fresh symbol / 7 or flipping its sign breaks every equality
+    step: a step whose two sides are identically 0 (or otherwise insensitive to its rhs) fails
+    this."""
+    for i, s in enumerate(d.steps):
+        if s.kind == "holds":
+            continue
+        for label, rhs in _mutations(s.rhs).items():
+            if rhs == s.rhs:          # 2·0 and −0 are not mutations
+                continue
+            with pytest.raises(DerivationError) as info:
+                d.replace_step(i, rhs=rhs).verify()
+            assert info.value.step == i + 1, f"{d.name} step {i + 1}, {label}: {info.value}"
+
+
+# -- Step.replace / replace_step ----------------------------------------------------------------
+
+@pytest.mark.parametrize("d", ALL, ids=IDS)
+def test_replacing_a_step_by_itself_still_verifies(d):
+    """replace_step with the step's own fields, given as a user would (a mutable Matrix), must
+    verify: a test built on replace_step must not 'catch' a correct step."""
+    for i, s in enumerate(d.steps):
+        if s.kind == "holds":
+            same = d.replace_step(i, condition=s.condition)
+        elif isinstance(s.rhs, sp.MatrixBase):
+            same = d.replace_step(i, rhs=sp.Matrix(s.rhs))
+            assert isinstance(same.steps[i].rhs, sp.ImmutableMatrix)
+            if s.kind == "equal":
+                same = same.replace_step(i, lhs=sp.Matrix(s.lhs))
+        else:
+            same = d.replace_step(i, rhs=s.rhs)
+        assert same.steps[i] == s
+        assert same.verify() is same
+
+
+def test_replace_step_freezes_matrices():
+    d = advantage_objective.softmax_score()
+    wrong = sp.Matrix(d.steps[1].rhs)
+    wrong[0] += 1
+    bad = d.replace_step(1, rhs=wrong)
+    assert isinstance(bad.steps[1].rhs, sp.ImmutableMatrix)
+    with pytest.raises(DerivationError, match="step 2 of") as info:
+        bad.verify()
+    # caught by the mathematics, not by sympy failing on a mutable (unhashable) matrix
+    assert "sympy raised" not in str(info.value) and "unhashable" not in str(info.value)
+
+
+# -- the numeric spot check ---------------------------------------------------------------------
+
+def _numeric(lhs, rhs):
+    return Derivation("n", [equal(lhs, rhs, "spot check", check="numeric")], name="t.numeric")
+
+
+def test_numeric_check_rejects_false_identities():
+    y = sp.Symbol("y", real=True)
+    x = sp.Symbol("x", positive=True)
+    z = sp.Symbol("z")
+    n = sp.Symbol("n", integer=True)
+    for lhs, rhs in [
+        (sp.floor(y), 0),                        # held for y in [0.1, 0.45] only
+        (sp.Abs(y - 1), 1 - y),                  # held for y < 1 only
+        (sp.Min(y, sp.Rational(1, 2)), y),       # held for y < 1/2 only
+        (sp.floor(x), 0),
+        (sp.log(y ** 2), 2 * sp.log(y)),         # needs y > 0
+        (sp.sqrt(z ** 2), z),                    # needs z real and nonnegative
+        (sp.sqrt(n ** 2), n),                    # needs n nonnegative
+        (sp.nan * y, 0),                         # NaN is not 0
+        (1 / (y - y), 0),                        # zoo is not 0
+    ]:
+        with pytest.raises(DerivationError):
+            _numeric(lhs, rhs).verify()
+
+
+def test_numeric_check_accepts_true_identities():
+    y = sp.Symbol("y", real=True)
+    x = sp.Symbol("x", positive=True)
+    n = sp.Symbol("n", integer=True)
+    z = sp.Symbol("z")
+    for lhs, rhs in [
+        (sp.sin(x) ** 2 + sp.cos(x) ** 2, 1),
+        (sp.Abs(y), sp.sqrt(y ** 2)),
+        (sp.floor(n), n),
+        ((-1) ** (2 * n), 1),
+        (sp.log(x ** 2), 2 * sp.log(x)),
+        (sp.Max(y, 2 * y) + sp.Min(y, 2 * y), 3 * y),
+        (sp.exp(y + 300) * sp.exp(-y), sp.exp(300)),
+        ((z + 1) ** 2, z ** 2 + 2 * z + 1),
+    ]:
+        d = _numeric(lhs, rhs)
+        assert d.verify() is d, (lhs, rhs)
+    # a numeric condition is sampled the same way
+    ok = Derivation("c", [holds(sp.Ge(y ** 2 - 2 * y + 1, 0, evaluate=False), "a square",
+                                check="numeric")], name="t.c")
+    assert ok.verify() is ok
+    with pytest.raises(DerivationError):
+        Derivation("c", [holds(sp.Gt(1 - y, 0, evaluate=False), "only for y < 1",
+                               check="numeric")], name="t.c").verify()
+
+
+# -- inequalities that verify() proves ----------------------------------------------------------
+
+def test_sign_proofs_from_extrema_and_terms():
+    u = sp.Symbol("u", positive=True)
+    y = sp.Symbol("y", real=True)
+    i = sp.Symbol("i", integer=True, positive=True)
+    K = sp.Symbol("K", integer=True, positive=True)
+    p = sp.IndexedBase("p", positive=True)
+    g = sp.Function("g", positive=True)
+    proven = [
+        sp.Ge(u - 1 - sp.log(u), 0, evaluate=False),           # minimum 0 at u = 1
+        sp.Ge(sp.exp(y) - y, 1, evaluate=False),
+        sp.Le(-sp.Sum(p[i] * (g(i) - 1 - sp.log(g(i))), (i, 1, K)), 0, evaluate=False),
+    ]
+    wrong = [
+        sp.Gt(u - 1 - sp.log(u), 0, evaluate=False),           # = 0 at u = 1
+        sp.Ge(u - 2 - sp.log(u), 0, evaluate=False),
+        sp.Ge(sp.log(u) - u + 1, 0, evaluate=False),
+        sp.Ge(sp.Sum(p[i] * (g(i) - 2 - sp.log(g(i))), (i, 1, K)), 0, evaluate=False),
+        sp.Gt(y, 0, evaluate=False),
+    ]
+    for cond in proven:
+        d = Derivation("s", [holds(cond, "proven")], name="t.s")
+        assert d.verify() is d, cond
+    for cond in wrong:
+        with pytest.raises(DerivationError):
+            Derivation("s", [holds(cond, "not true")], name="t.s").verify()
+
+
+def test_the_shown_inequalities_are_checked():
+    """KL ≥ 0 is a checked step, not a fresh nonnegative symbol or a '≥ 0' in the LaTeX only."""
+    d = divergence_penalty.kl_is_nonnegative()
+    assert d.steps[-1].kind == "holds" and r"\geq 0" in d.line_tex(len(d) - 1)
+    assert not any(r"\geq" in (s.tex_rhs or "") for s in d.steps)
+    d = kl_derivation.maximum_value()
+    bound = next(k for k, s in enumerate(d.steps) if s.kind == "holds")
+    assert not any(sym.is_nonnegative and not sym.is_positive
+                   for sym in d.steps[bound].condition.free_symbols if isinstance(sym, sp.Symbol))
+    with pytest.raises(DerivationError):
+        d.broken(bound).verify()
+
+
+# -- the fixes of specific vacuous steps --------------------------------------------------------
+
+def test_score_function_steps_reject_zero_valued_mistakes():
+    """The expected score used to be identically 0 on both sides (softmax substituted too early),
+    so any zero-valued rhs passed. Each of these wrong lines now fails."""
+    ao = advantage_objective
+    pi, w = ao.pi3, sp.Matrix(ao.w)
+    d = ao.baseline_unbiased()
+    flipped = sum((w[a] * (pi - ao._e(a)) for a in range(3)), sp.zeros(3, 1))
+    for index, rhs in [(0, flipped),                     # the score with its sign flipped
+                       (0, sp.zeros(3, 1)),              # plain 0
+                       (1, pi * sum(pi) - pi),           # π·Σπ − π
+                       (1, pi * sum(w) - w),
+                       (1, sp.zeros(3, 1))]:
+        with pytest.raises(DerivationError) as info:
+            d.replace_step(index, rhs=rhs).verify()
+        assert info.value.step == index + 1
+    d = ao.reward_to_go()
+    r1 = sp.symbols("r1_1:4", real=True)
+    score_sum = sum((ao.w[a] * ao._score(a) for a in range(3)), sp.zeros(3, 1))
+    no_p = sum((r1[a1] * score_sum for a1 in range(3)), sp.zeros(3, 1))   # p(a_1) dropped
+    for rhs in (no_p, sp.zeros(3, 1), -d.steps[0].rhs):
+        with pytest.raises(DerivationError, match="step 1 of"):
+            d.replace_step(0, rhs=rhs).verify()
+
+
+def test_log_derivative_trick_is_exercised():
+    d = advantage_objective.policy_gradient()
+    Pr, R = advantage_objective.Pr, advantage_objective.R
+    i, theta, K = advantage_objective.i, advantage_objective.theta, advantage_objective.K
+    P = Pr(i, theta)
+    # the trick written without the log is a different (wrong) line
+    wrong = sp.Sum(P * sp.Derivative(P, theta) * R[i], (i, 1, K))
+    with pytest.raises(DerivationError, match="step 2 of"):
+        d.replace_step(1, rhs=wrong).verify()
+    assert sp.Derivative(sp.log(P), theta) in d.steps[3].rhs.atoms(sp.Derivative)
+
+
+def test_z_cancels_only_for_the_same_prompt():
+    d = kl_derivation.implied_reward()
+    Z_w, Z_l = sp.symbols("Z_w Z_l", positive=True)
+    with pytest.raises(DerivationError, match="step 2 of"):
+        d.replace_step(1, subs={Z_w: kl_derivation.Z}).verify()     # two different prompts
+    # step 4 differentiates an expression that still contains β log Z(x) twice
+    assert d.steps[3].lhs.has(kl_derivation.Z)
+
+
+def test_log_partition_gradient_needs_a_fixed_reference_and_reward():
+    d = kl_derivation.log_partition_is_constant()
+    with pytest.raises(DerivationError, match="step 2 of"):
+        d.replace_step(1, subs={}).verify()   # π_ref and r allowed to depend on θ

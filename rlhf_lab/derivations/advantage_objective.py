@@ -46,13 +46,24 @@ def _e(a: int) -> sp.Matrix:
     return sp.Matrix([1 if j == a else 0 for j in range(3)])
 
 
+# The probabilities that weight an expectation over the actions, kept as free positive symbols
+# w_a until the step that needs them to be the softmax probabilities π_θ(a), which sum to one
+# (with the softmax substituted from the start, E_a[∇ log π(a)] is identically 0 and every
+# intermediate line would be 0 = 0).
+w = sp.symbols("w_1:4", positive=True)
+_WEIGHTS_ARE_PI = dict(zip(w, pi3))
+
+
 @functools.lru_cache(maxsize=None)
 def policy_gradient() -> Derivation:
     """∇J(θ) = Σ_τ ∇Pr_θ(τ) R(τ) = E_τ[∇ log Pr_θ(τ) R(τ)]."""
-    J = sp.Sum(Pr(i, theta) * R[i], (i, 1, K))
-    grad_sum = sp.Sum(sp.diff(Pr(i, theta), theta) * R[i], (i, 1, K))
-    score_form = sp.Sum(Pr(i, theta) * sp.diff(sp.log(Pr(i, theta)), theta) * R[i], (i, 1, K))
     P = Pr(i, theta)
+    J = sp.Sum(P * R[i], (i, 1, K))
+    grad_sum = sp.Sum(sp.Derivative(P, theta) * R[i], (i, 1, K))
+    # ∇log p kept unevaluated (sympy would otherwise turn p ∇log p back into ∇p at once)
+    dlogP = sp.Derivative(sp.log(P), theta)
+    score_form = sp.Sum(P * dlogP * R[i], (i, 1, K))
+    expectation = sp.Symbol("E_score", real=True)    # E_{τ~Pr_θ}[∇ log Pr_θ(τ) R(τ)]
     return Derivation(
         title="The policy gradient via the log-derivative trick",
         intro=(r"Over a finite set of trajectories $\tau_1, \dots, \tau_K$, "
@@ -61,16 +72,17 @@ def policy_gradient() -> Derivation:
                r"on $\theta$."),
         name=f"{_MOD}.policy_gradient",
         steps=[
-            equal(sp.diff(J, theta), grad_sum, "differentiate the finite sum term by term",
+            equal(sp.Derivative(J, theta), grad_sum, "differentiate the finite sum term by term",
                   tex_lhs=r"\nabla_\theta J(\theta)",
                   tex_rhs=r"\sum_\tau \nabla_\theta \Pr_\theta(\tau)\, R(\tau)"),
             then(score_form, "log-derivative trick: ∇p = p ∇log p",
                  tex_rhs=(r"\sum_\tau \Pr_\theta(\tau)\, \nabla_\theta \log\Pr_\theta(\tau)\, "
                           r"R(\tau)")),
-            then(score_form, "a probability-weighted sum is an expectation",
+            then(expectation, "a probability-weighted sum is an expectation",
+                 subs={expectation: score_form},     # E_{τ~Pr_θ}[f] = Σ_τ Pr_θ(τ) f(τ)
                  tex_rhs=(r"\mathbb{E}_{\tau\sim\Pr_\theta}\big[\nabla_\theta "
                           r"\log\Pr_\theta(\tau)\, R(\tau)\big]")),
-            equal(sp.diff(P, theta), P * sp.diff(sp.log(P), theta),
+            equal(sp.Derivative(P, theta), P * dlogP,
                   "the trick itself: the derivative of log p is p'/p",
                   tex_lhs=r"\nabla_\theta \Pr_\theta(\tau)",
                   tex_rhs=r"\Pr_\theta(\tau)\, \nabla_\theta \log\Pr_\theta(\tau)"),
@@ -100,8 +112,8 @@ def dynamics_drop_out() -> Derivation:
                   tex_lhs=r"\log\Pr_\theta(\tau)",
                   tex_rhs=(r"\log\rho_0(s_0) + \sum_{t=0}^{T-1}\log " + PI
                            + r" + \sum_{t=0}^{T-1}\log " + DYN)),
-            equal(sp.diff(log_traj, theta),
-                  sp.Sum(sp.diff(sp.log(pi(t, theta)), theta), (t, 0, T - 1)),
+            equal(sp.Derivative(log_traj, theta),
+                  sp.Sum(sp.Derivative(sp.log(pi(t, theta)), theta), (t, 0, T - 1)),
                   "dynamics and start state do not depend on θ",
                   tex_lhs=r"\nabla_\theta\log\Pr_\theta(\tau)",
                   tex_rhs=r"\sum_{t=0}^{T-1}\nabla_\theta\log " + PI),
@@ -116,19 +128,21 @@ def reward_to_go() -> Derivation:
     p = sp.symbols("p_1:4", positive=True)            # first-step action probabilities
     r1 = sp.symbols("r1_1:4", real=True)              # reward after the first action a_1 = i
     r2 = sp.Matrix(3, 3, lambda a1, a2: sp.Symbol(f"r2_{a1 + 1}{a2 + 1}", real=True))
-    score_sum = sum((pi3[a] * _score(a) for a in range(3)), sp.zeros(3, 1))   # E_{a_2}[∇ log π]
+    score_sum = sum((w[a] * _score(a) for a in range(3)), sp.zeros(3, 1))   # E_{a_2}[∇ log π]
 
-    def expect(weight):
-        """E over a_1 ~ p, a_2 ~ π_θ of ∇_z log π_θ(a_2) · weight(a_1, a_2)."""
-        return sum((p[a1] * pi3[a2] * _score(a2) * weight(a1, a2)
+    def expect(weight, probs=pi3):
+        """E over a_1 ~ p, a_2 ~ probs of ∇_z log π_θ(a_2) · weight(a_1, a_2)."""
+        return sum((p[a1] * probs[a2] * _score(a2) * weight(a1, a2)
                     for a1 in range(3) for a2 in range(3)), sp.zeros(3, 1))
 
-    past = expect(lambda a1, a2: r1[a1])
+    past = expect(lambda a1, a2: r1[a1], probs=w)     # a_2 ~ w, which is π_θ from step 2 on
     return Derivation(
         title="Reward-to-go: rewards from the past drop out",
         intro=(r"Two steps with three actions each: $a_1 \sim p$, then $a_2 \sim \pi_\theta$ "
                r"(softmax of logits $z$); $r_1$ follows $a_1$, $r_2$ follows $a_2$. The gradient "
-               r"term of step 2 is weighted by the return $r_1 + r_2$."),
+               r"term of step 2 is weighted by the return $r_1 + r_2$. The check keeps the "
+               r"probabilities $\pi_\theta(a_2)$ that weight the expectation as free symbols "
+               r"until the second line, where they must be the softmax probabilities."),
         name=f"{_MOD}.reward_to_go",
         steps=[
             equal(past, sum((p[a1] * r1[a1] * score_sum for a1 in range(3)), sp.zeros(3, 1)),
@@ -136,7 +150,8 @@ def reward_to_go() -> Derivation:
                   tex_lhs=r"\mathbb{E}\big[\nabla_z\log\pi_\theta(a_2)\,r_1(a_1)\big]",
                   tex_rhs=(r"\sum_{a_1} p(a_1)\,r_1(a_1)\sum_{a_2}\pi_\theta(a_2)"
                            r"\,\nabla_z\log\pi_\theta(a_2)")),
-            then(sp.zeros(3, 1), "the expected score is 0, as for a baseline", tex_rhs="0"),
+            then(sp.zeros(3, 1), "the expected score is 0, as for a baseline",
+                 subs=_WEIGHTS_ARE_PI, tex_rhs="0"),
             equal(expect(lambda a1, a2: r1[a1] + r2[a1, a2]), expect(lambda a1, a2: r2[a1, a2]),
                   "only the reward-to-go remains",
                   tex_lhs=r"\mathbb{E}\big[\nabla_z\log\pi_\theta(a_2)\,(r_1 + r_2)\big]",
@@ -174,23 +189,26 @@ def baseline_unbiased() -> Derivation:
     """E_a[∇ log π(a)] = 0, so subtracting a baseline b(s) leaves the gradient unbiased."""
     q = sp.symbols("Q_1:4", real=True)        # action values Q(s, a)
     b = sp.Symbol("b", real=True)             # any baseline that does not depend on a
-    expected_score = sum((pi3[a] * _score(a) for a in range(3)), sp.zeros(3, 1))
+    expected_score = sum((w[a] * _score(a) for a in range(3)), sp.zeros(3, 1))
     with_baseline = sum((pi3[a] * _score(a) * (q[a] - b) for a in range(3)), sp.zeros(3, 1))
     without = sum((pi3[a] * _score(a) * q[a] for a in range(3)), sp.zeros(3, 1))
     return Derivation(
         title="A baseline leaves the policy gradient unbiased",
         intro=(r"Softmax policy over three actions with logits $z$; $b$ depends on the state "
-               r"but not on the action."),
+               r"but not on the action. The check keeps the probabilities $\pi_\theta(a)$ that "
+               r"weight the expectation as free symbols until the line that uses "
+               r"$\sum_a \pi_\theta(a) = 1$."),
         name=f"{_MOD}.baseline_unbiased",
         steps=[
-            equal(expected_score, sum((pi3[a] * (_e(a) - pi3) for a in range(3)),
+            equal(expected_score, sum((w[a] * (_e(a) - pi3) for a in range(3)),
                                       sp.zeros(3, 1)),
                   "softmax score e_a − π",
                   tex_lhs=r"\mathbb{E}_{a\sim\pi_\theta}[\nabla_z\log\pi_\theta(a)]",
                   tex_rhs=r"\sum_a \pi_\theta(a)\,(e_a - \pi_\theta)"),
-            then(pi3 - pi3 * sum(pi3), "Σ_a π(a) e_a = π",
+            then(sp.Matrix(w) - pi3 * sum(w), "Σ_a π(a) e_a = π",
                  tex_rhs=r"\pi_\theta - \pi_\theta \sum_a \pi_\theta(a)"),
-            then(sp.zeros(3, 1), "probabilities sum to one", tex_rhs=r"0"),
+            then(sp.zeros(3, 1), "probabilities sum to one", subs=_WEIGHTS_ARE_PI,
+                 tex_rhs=r"0"),
             equal(with_baseline, without, "the baseline term has expectation b · 0 = 0",
                   tex_lhs=(r"\mathbb{E}_{a\sim\pi_\theta}\big[\nabla_z\log\pi_\theta(a)"
                            r"\,(Q(s,a) - b(s))\big]"),
@@ -211,7 +229,9 @@ def three_action_example() -> Derivation:
     eta = sp.Symbol("eta", positive=True)      # step size of gradient ascent
     g0 = grad.subs(at_uniform)
     moved = pi3.subs({z[j]: eta * g0[j] for j in range(3)})   # π after a step of size η
-    rate = sp.diff(moved, eta).subs(eta, 0)                    # first-order change dπ/dη
+    # the evaluations are left to verify(): the gradient at z = 0 and dπ/dη at η = 0
+    grad_at_uniform = grad.applyfunc(lambda e: sp.Subs(e, z, (0, 0, 0)))
+    rate = moved.applyfunc(lambda e: sp.Subs(sp.Derivative(e, eta), eta, 0))
     return Derivation(
         title="Three actions: who moves, and which way",
         intro=(r"Uniform policy ($z = 0$, $\pi_\theta = (\tfrac13, \tfrac13, \tfrac13)$), "
@@ -223,7 +243,8 @@ def three_action_example() -> Derivation:
             equal(grad, sum((adv[a] * (_e(a) - pi3) for a in range(3)), sp.zeros(3, 1)),
                   "softmax score e_a − π for each action",
                   tex_lhs=r"\nabla_z L", tex_rhs=r"\sum_a A(a)\,(e_a - \pi_\theta)"),
-            equal(g0, sp.Matrix([sp.Rational(5, 3), sp.Rational(-4, 3), sp.Rational(-1, 3)]),
+            equal(grad_at_uniform,
+                  sp.Matrix([sp.Rational(5, 3), sp.Rational(-4, 3), sp.Rational(-1, 3)]),
                   "at the uniform policy",
                   tex_lhs=r"\nabla_z L\big|_{z=0}"),
             equal(rate, sp.Matrix([sp.Rational(5, 9), sp.Rational(-4, 9), sp.Rational(-1, 9)]),
@@ -263,11 +284,11 @@ def a2c_loss() -> Derivation:
                   tex_lhs=r"\mathcal{L}_{\mathrm{A2C}}(\theta) = -\sum_{t=0}^{T-1}\log " + PI
                           + r"\, A(s_t, a_t)",
                   tex_rhs=r"-J_A(\theta)"),
-            equal(sp.diff(loss, theta), -sp.diff(J, theta),
+            equal(sp.Derivative(loss, theta), -sp.Derivative(J, theta),
                   "so its gradient is −∇J: a descent step on the loss is an ascent step on J",
                   tex_lhs=r"\nabla_\theta\mathcal{L}_{\mathrm{A2C}}",
                   tex_rhs=r"-\nabla_\theta J_A(\theta)"),
-            then(-sp.Sum(A[t] * sp.diff(pi(t, theta), theta) / pi(t, theta), (t, 0, T - 1)),
+            then(-sp.Sum(A[t] * sp.Derivative(sp.log(pi(t, theta)), theta), (t, 0, T - 1)),
                  "score of each action, weighted by its advantage",
                  tex_rhs=(r"-\sum_{t=0}^{T-1} A(s_t, a_t)\,\nabla_\theta\log " + PI)),
         ],

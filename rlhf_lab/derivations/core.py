@@ -11,8 +11,18 @@ Every step carries its reason in words ("log-derivative trick"). ``verify()`` ch
 order with sympy and raises :class:`DerivationError` naming the derivation, the step number and
 its reason at the first step that does not hold. Exact symbolic checks are the rule
 (``simplify(lhs - rhs) == 0``, the sign of ``simplify(lhs - rhs)`` from the symbols' assumptions,
-``solveset`` on a stated interval). A step that sympy can only check numerically says so with
-``check="numeric"`` and is checked at seeded random rational points.
+term by term for sums and products, ``solveset`` or the extrema of a function of one variable on
+its interval). A step that sympy can only check numerically says so with ``check="numeric"``
+and is checked at seeded random points drawn from the symbols' assumptions (negative and large
+values for real symbols, integers for integer ones).
+
+A step must not hold by construction: sympy evaluates eagerly (``p * diff(log(p), x)`` becomes
+``diff(p, x)``, ``f.subs(x, 1)`` a number, ``Min`` of ordered arguments one of them, ``1/u**2 > 0``
+``True``), which would make the check compare a line with itself. Build the side that carries
+the step's work unevaluated (``Derivative``, ``Subs``, ``Min(..., evaluate=False)``,
+``Gt(..., evaluate=False)``, ``UnevaluatedExpr``); ``verify()`` evaluates it (``doit``) before
+checking. A definition is a named symbol (or an undefined function) that the step's ``subs``
+replaces by what it stands for (``subs={KL: Σ p log(p/q)}``, ``subs={u: Lambda(j, q[j]/p[j])}``).
 
 What is checked and what is shown can differ: the book's notation
 (``\\mathbb{E}_{\\tau\\sim\\pi_\\theta}``) is given with ``tex_lhs`` / ``tex_rhs`` / ``tex``,
@@ -32,7 +42,9 @@ import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import sympy as sp
+from sympy.core.function import AppliedUndef, UndefinedFunction
 from sympy.core.relational import Relational
+from sympy.tensor.indexed import Indexed
 from sympy.simplify.simplify import sum_simplify
 
 __all__ = [
@@ -74,10 +86,13 @@ class Step:
         reason: the justification in words, shown beside the line.
         lhs, rhs: sympy expressions (or matrices) that must be equal (``equal``/``then``).
         condition: a sympy relational or boolean that must hold (``holds``).
-        subs: substitutions applied before checking (constraints such as ``p_K = 1 - p_1 - ...``).
+        subs: substitutions applied before checking: constraints (``p_K = 1 - p_1 - ...``,
+            ``Σ_i p_i = 1``), definitions (``KL = Σ_i p_i log(p_i/q_i)``) and, for an undefined
+            function, its definition as a ``Lambda`` (also inside sums over its argument).
         domain: ``((symbol, sympy.Interval), ...)`` used to prove a one-variable condition with
             ``solveset`` when the symbols' assumptions do not settle its sign.
-        check: ``"exact"`` (symbolic) or ``"numeric"`` (random rational spot checks; rare).
+        check: ``"exact"`` (symbolic) or ``"numeric"`` (spot checks at random points that
+            respect the symbols' assumptions only; constraints must be substituted; rare).
         simplifier: optional callable applied to ``lhs - rhs`` before the default simplification.
         tex_lhs, tex_rhs, tex: LaTeX shown instead of the sympy printing (``tex`` replaces the
             whole mathematical part of a ``holds`` line; put ``&`` before its relation).
@@ -125,6 +140,9 @@ class Step:
             changes["subs"] = _as_pairs(changes["subs"])
         if "domain" in changes:
             changes["domain"] = _as_pairs(changes["domain"])
+        for key in ("lhs", "rhs", "condition"):
+            if key in changes:   # as equal()/then()/holds() do: matrices become immutable
+                changes[key] = _freeze(changes[key])
         return dataclasses.replace(self, **changes)
 
     def broken(self) -> "Step":
@@ -196,35 +214,230 @@ def _simplified(expr):
     return out
 
 
+def _substitute(expr, subs):
+    """Apply a step's substitutions. A key that is an undefined function (``u``) is replaced by
+    its value, a ``Lambda`` (``u(i) = q_i/p_i``), also inside sums over ``i``; every other key is
+    substituted with ``subs``."""
+    if not subs:
+        return expr
+    plain = {}
+    for old, new in subs:
+        if isinstance(old, UndefinedFunction):
+            expr = expr.replace(old, new)
+        else:
+            plain[old] = new
+    return expr.subs(plain) if plain else expr
+
+
+def _unknown_terms(sm) -> bool:
+    """Whether ``Sum.doit`` can only leave ``sm`` as it is: a sum over a symbolic range whose
+    summand involves unknown terms of the index (``p[i]``, ``u(i)``) that no rule of
+    summation applies to (no shifted index, no Kronecker delta, no piecewise)."""
+    if len(sm.limits) != 1:
+        return False
+    i, lower, upper = sm.limits[0]
+    if (upper - lower).is_Integer or sm.function.has(sp.KroneckerDelta, sp.Piecewise):
+        return False
+    unknown = [a for a in sm.function.atoms(Indexed, AppliedUndef) if i in a.free_symbols]
+    return bool(unknown) and all(
+        all(arg == i or i not in arg.free_symbols
+            for arg in (a.indices if isinstance(a, Indexed) else a.args))
+        for a in unknown)
+
+
+class _HeldSum(sp.Sum):
+    """A sum that ``doit`` leaves unevaluated (evaluating only its summand) while its summand
+    satisfies :func:`_unknown_terms`: sympy's attempts to find a closed form for such a sum are
+    slow and always fail. ``_apply`` turns it back into a ``Sum`` afterwards."""
+
+    def doit(self, **hints):
+        function = self.function.doit(**hints) if hints.get("deep", True) else self.function
+        held = sp.Sum(function, *self.limits)
+        return _HeldSum(function, *self.limits) if _unknown_terms(held) else held.doit(**hints)
+
+
+def _doit(expr):
+    if not hasattr(expr, "doit"):
+        return expr
+    if isinstance(expr, sp.Basic) and expr.has(sp.Sum):
+        expr = expr.replace(lambda e: isinstance(e, sp.Sum) and _unknown_terms(e),
+                            lambda e: _HeldSum(*e.args))
+    expr = expr.doit()
+    if isinstance(expr, sp.Basic) and expr.has(_HeldSum):
+        expr = expr.replace(lambda e: isinstance(e, _HeldSum), lambda e: sp.Sum(*e.args))
+    return expr
+
+
 def _apply(expr, subs, simplifier=None):
-    if subs:
-        expr = expr.subs(dict(subs))
-    if hasattr(expr, "doit"):
-        expr = expr.doit()
+    expr = _substitute(expr, subs)
+    expr = _doit(expr)
     if simplifier is not None:
         expr = simplifier(expr)
     return expr
 
 
-def _sample_values(symbols, rng):
-    values = {}
-    for s in sorted(symbols, key=str):
-        # positive rationals in [1/10, 9/20]: inside (0, 1), summable to < 1 in pairs
-        values[s] = sp.Rational(rng.randint(10, 45), 100)
+# -- numeric spot checks ----------------------------------------------------------------------
+
+# magnitudes of the samples, by trial: small (inside (0, 1)), moderate, large
+_REGIMES = ((sp.Rational(1, 10), sp.Rational(45, 100)), (sp.Integer(1), sp.Integer(9)),
+            (sp.Integer(20), sp.Integer(200)))
+_INT_REGIMES = ((1, 3), (4, 12), (20, 200))
+
+
+def _sample_value(s, trial: int, rng: random.Random):
+    """A sample for the symbol (or indexed / applied-function atom) ``s`` that respects its
+    assumptions and nothing else: trial ``k`` draws its magnitude from regime ``k mod 3``; a
+    symbol of unknown sign gets negative values in trials 1, 3 and 4, and one whose realness is
+    unknown gets a complex value in trial 4."""
+    lo, hi = _INT_REGIMES[trial % 3]
+    if s.is_integer:
+        mag = sp.Integer(rng.randint(lo, hi))
+    else:
+        a, b = _REGIMES[trial % 3]
+        mag = a + (b - a) * sp.Rational(rng.randint(0, 1000), 1000)
+    if s.is_positive or s.is_nonnegative:
+        return mag
+    if s.is_negative or s.is_nonpositive:
+        return -mag
+    value = -mag if trial in (1, 3, 4) else mag
+    if s.is_real or s.is_extended_real or s.is_integer:
+        return value
+    return value + sp.I * sp.Rational(rng.randint(10, 90), 10) if trial == 4 else value
+
+
+def _sample_values(expr, rng, trial: int = 0) -> dict:
+    """Values for every free symbol and every indexed or applied-function atom of ``expr``
+    (atoms first, so that ``p[i]`` is one unknown rather than ``p`` at ``i``)."""
+    expr = sp.sympify(expr)
+    atoms = sorted(expr.atoms(Indexed, AppliedUndef), key=sp.default_sort_key)
+    values = {a: _sample_value(a, trial, rng) for a in atoms}
+    rest = expr.xreplace(values) if values else expr
+    for sym in sorted(rest.free_symbols, key=sp.default_sort_key):
+        values[sym] = _sample_value(sym, trial, rng)
     return values
 
 
+def _evaluate_at(expr, values):
+    atoms = {k: v for k, v in values.items() if not isinstance(k, sp.Symbol)}
+    symbols = {k: v for k, v in values.items() if isinstance(k, sp.Symbol)}
+    return sp.sympify(expr).xreplace(atoms).subs(symbols)
+
+
 def _numeric_zero(expr, *, trials=5, seed=0, tol=1e-10) -> tuple[bool, str]:
+    """Spot-check ``expr == 0`` at seeded random points chosen from the symbols' assumptions
+    (negative and large values for real symbols, integers for integer ones, ...). A value that is
+    not a finite number (NaN, zoo) or not within ``tol`` of 0, relative to the size of the terms,
+    fails."""
     rng = random.Random(seed)
-    entries = list(expr) if isinstance(expr, sp.MatrixBase) else [expr]
-    free = set().union(*(sp.sympify(e).free_symbols for e in entries))
-    for _ in range(trials):
-        vals = _sample_values(free, rng)
+    entries = [sp.sympify(e) for e in (expr if isinstance(expr, sp.MatrixBase) else [expr])]
+    whole = sp.Tuple(*entries)
+    for trial in range(trials):
+        vals = _sample_values(whole, rng, trial)
         for e in entries:
-            v = sp.N(sp.sympify(e).subs(vals), 30)
-            if not v.is_number or abs(complex(v)) > tol:
+            at = _evaluate_at(e, vals)
+            v = sp.N(at, 30)
+            try:
+                c = complex(v)
+                scale = max([1.0] + [abs(complex(sp.N(t, 30))) for t in sp.Add.make_args(at)])
+            except (TypeError, ValueError, OverflowError):
+                return False, f"at {vals} the difference is {v}, not a finite number"
+            if not v.is_number or not abs(c) <= tol * scale:   # NaN compares False: fails
                 return False, f"at {vals} the difference is {sp.N(v, 6)}"
     return True, ""
+
+
+_NOT_NUMERIC = (sp.Sum, sp.Product, sp.Derivative, sp.Integral, sp.Subs, sp.Limit)
+
+
+def _is_constraint(old) -> bool:
+    """A substitution whose key is an expression (``Σ_i p_i``, ``p_1 + p_2``) rather than a
+    symbol, indexed or applied-function atom or function: it states a constraint, which
+    ``_check_equal`` may only be able to apply after simplification."""
+    return (isinstance(old, sp.Basic) and not isinstance(old, UndefinedFunction)
+            and not old.is_Atom and not isinstance(old, (Indexed, AppliedUndef)))
+
+
+def _finite_instance(expr, constraints, size=2):
+    """``expr`` with the symbolic upper limit of its sums set to ``size`` and the sums written
+    out, and each constraint ``old = new`` imposed by solving it for one indexed atom or symbol
+    it is linear in. Returns ``(expr, solved)``, or None where that is not possible."""
+    sums = list(expr.atoms(sp.Sum))
+    n = None
+    if sums:
+        sizes = set()
+        for sm in sums:
+            if len(sm.limits) != 1 or not sm.limits[0][1].is_number:
+                return None
+            sizes |= sm.limits[0][2].free_symbols
+        if len(sizes) != 1:
+            return None
+        (n,) = sizes
+        if not (n.is_integer and n.is_positive):
+            return None
+        expr = expr.subs(n, size).doit()
+    solved = {}
+    for old, new in constraints:
+        eq = old - new
+        if n is not None:
+            eq = eq.subs(n, size)
+        eq = eq.doit().xreplace(solved)
+        candidates = (sorted(eq.atoms(Indexed), key=sp.default_sort_key, reverse=True)
+                      + sorted(eq.free_symbols - eq.atoms(Indexed), key=sp.default_sort_key,
+                               reverse=True))
+        for atom in candidates:
+            coeff = sp.diff(eq, atom)
+            if coeff == 0 or coeff.has(atom):
+                continue
+            value = sp.expand(atom - eq / coeff)
+            solved = {k: v.xreplace({atom: value}) for k, v in solved.items()}
+            solved[atom] = value
+            break
+        else:
+            return None
+    if expr.has(sp.Sum):
+        return None
+    return (expr.xreplace(solved) if solved else expr), solved
+
+
+def _refute_numerically(expr, subs=(), tol=1e-8) -> str:
+    """A quick disproof of ``expr == 0`` (an empty string when there is none): ``expr`` evaluated
+    at one point that its symbols' assumptions and the step's constraints (``subs`` with an
+    expression as key, such as Σ_i p_i = 1) allow, sums over a symbolic number of terms written
+    out for two terms. It can only reject, never accept: a step is accepted only by the exact
+    simplification; this just spares a wrong step the slow attempts. Derivatives and limits are
+    left to the exact check, and so is any point where a solved constraint breaks an
+    assumption."""
+    entries = list(expr) if isinstance(expr, sp.MatrixBase) else [expr]
+    whole = sp.Tuple(*[sp.sympify(e) for e in entries])
+    constraints = [(old, new) for old, new in subs if _is_constraint(old)]
+    solved = {}
+    if constraints or whole.has(sp.Sum):
+        inst = _finite_instance(whole, constraints)
+        if inst is None:
+            return ""
+        whole, solved = inst
+    if whole.has(*_NOT_NUMERIC):
+        return ""
+    rng = random.Random(1)
+    vals = _sample_values(sp.Tuple(*whole, *solved.values()), rng, trial=0)
+    try:
+        for atom, value in solved.items():       # the solved atoms must still fit their
+            v = complex(sp.N(_evaluate_at(value, vals), 30))   # assumptions
+            if abs(v.imag) > tol or (atom.is_positive and not v.real > 0) or (
+                    atom.is_nonnegative and not v.real >= 0) or (
+                    atom.is_negative and not v.real < 0) or (
+                    atom.is_nonpositive and not v.real <= 0) or (
+                    atom.is_integer and v.real != int(v.real)):
+                return ""
+        for e in whole:
+            at = _evaluate_at(e, vals)
+            v = complex(sp.N(at, 30))
+            scale = max([1.0] + [abs(complex(sp.N(t, 30))) for t in sp.Add.make_args(at)])
+            if abs(v) > tol * scale:    # (a NaN compares False: no conclusion)
+                return f"lhs - rhs = {sp.N(v, 6)} at {vals}, not 0"
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        return ""
+    return ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,10 +449,13 @@ def _check_equal(lhs, rhs, subs, check, simplifier) -> tuple[bool, str]:
     diff = _apply(lhs - rhs, subs, simplifier)
     if check == "numeric":
         return _numeric_zero(diff)
+    refuted = _refute_numerically(diff, subs)
+    if refuted:
+        return False, refuted
     out = _simplified(diff)
     if not _is_zero(out) and subs:
         # constraints such as Σ p_i = 1 may only appear after simplification
-        out = _simplified(out.subs(dict(subs)))
+        out = _simplified(_substitute(out, subs))
     if _is_zero(out):
         return True, ""
     return False, f"lhs - rhs simplifies to {out}, not 0"
@@ -267,6 +483,150 @@ def _decide_sign(d, prop):
     return form, None
 
 
+# sign properties that _prove_order can establish: (negate first?, strict?)
+_ORDER = {
+    "is_nonnegative": (False, False),
+    "is_positive": (False, True),
+    "is_nonpositive": (True, False),
+    "is_negative": (True, True),
+}
+_FLIP = {"is_nonnegative": "is_nonpositive", "is_positive": "is_negative",
+         "is_nonpositive": "is_nonnegative", "is_negative": "is_positive"}
+# functions whose derivative is continuous wherever sympy's continuous_domain says they are
+# defined; anything else (Abs, Min, floor, Piecewise, ...) is left to the other methods
+_SMOOTH = (sp.Add, sp.Mul, sp.Pow, sp.exp, sp.log)
+
+
+def _opaque_to_dummies(expr):
+    """Replace each indexed (``p[i]``) or applied-function (``u(i)``) atom by a fresh real dummy
+    with the same sign assumptions; None if one of them is not known to be real. Proving a sign
+    for arbitrary values of these dummies proves it for the atoms."""
+    mapping = {}
+    for atom in expr.atoms(Indexed, AppliedUndef):
+        if atom.is_positive:
+            mapping[atom] = sp.Dummy(positive=True)
+        elif atom.is_negative:
+            mapping[atom] = sp.Dummy(negative=True)
+        elif atom.is_nonnegative:
+            mapping[atom] = sp.Dummy(nonnegative=True)
+        elif atom.is_nonpositive:
+            mapping[atom] = sp.Dummy(nonpositive=True)
+        elif atom.is_real:
+            mapping[atom] = sp.Dummy(real=True)
+        else:
+            return None, {}
+    return expr.xreplace(mapping), mapping
+
+
+def _interval_of(x):
+    """The interval that the assumptions of the real symbol ``x`` allow (None if not real)."""
+    if x.is_positive:
+        return sp.Interval.open(0, sp.oo)
+    if x.is_nonnegative:
+        return sp.Interval(0, sp.oo)
+    if x.is_negative:
+        return sp.Interval.open(-sp.oo, 0)
+    if x.is_nonpositive:
+        return sp.Interval(-sp.oo, 0)
+    if x.is_real:
+        return sp.S.Reals
+    return None
+
+
+def _univariate_order(f, x, interval, prop) -> bool:
+    """Prove ``getattr(f(x), prop)`` for every ``x`` in ``interval``: first by ``solveset`` on
+    the negation; where that cannot decide, from the extrema of a smooth ``f``. Between two
+    consecutive critical points (zeros of ``f'``) a smooth ``f`` is strictly monotone, so its
+    infimum is the least of its values at the critical points and its limits at the ends, and
+    it is attained only at a critical point or a closed end."""
+    negate, strict = _ORDER[prop]
+    if negate:
+        f = -f
+    try:
+        bad = sp.solveset(f <= 0 if strict else f < 0, x, interval)
+        if bad is sp.S.EmptySet:
+            return True
+        if not isinstance(bad, sp.ConditionSet):
+            return False            # solveset found where it fails
+        if not isinstance(interval, sp.Interval) or any(
+                not isinstance(a, _SMOOTH) for a in sp.preorder_traversal(f)
+                if isinstance(a, sp.Basic) and not a.is_Atom):
+            return False
+        from sympy.calculus.util import continuous_domain
+        interior = sp.Interval.open(interval.start, interval.end)
+        if continuous_domain(f, x, interval) != interval:
+            return False
+        df = sp.diff(f, x)
+        if continuous_domain(df, x, interior) != interior:
+            return False
+        critical = sp.solveset(sp.Eq(df, 0), x, interior)
+        if not isinstance(critical, sp.FiniteSet):
+            return False
+        attained = [f.subs(x, c) for c in critical]
+        approached = []             # limits at open or infinite ends, never attained
+        for end, is_open, side in ((interval.start, interval.left_open, "+"),
+                                   (interval.end, interval.right_open, "-")):
+            if end.is_infinite or is_open:
+                approached.append(sp.limit(f, x, end, side))
+            else:
+                attained.append(f.subs(x, end))
+        need = "is_positive" if strict else "is_nonnegative"
+        return (all(getattr(sp.simplify(v), need) is True for v in attained)
+                and all(sp.simplify(v).is_extended_nonnegative is True for v in approached))
+    except (NotImplementedError, TypeError, ValueError):
+        return False
+
+
+def _prove_order(expr, prop, dom, depth=0) -> bool:
+    """Try to prove ``getattr(expr, prop)`` (a sign, e.g. ``is_nonnegative``) for all values of
+    its symbols: from the assumptions, then term by term for a sum (``Add`` or ``Sum`` with a
+    nonnegative number of terms), factor by factor for a product with one factor of unknown
+    sign, and by :func:`_univariate_order` for a function of one variable (its interval taken
+    from ``dom`` or from its assumptions). True only when proven."""
+    if depth > 6:
+        return False
+    sign = getattr(expr, prop)          # the assumptions alone; rewritings come last
+    if sign is not None:
+        return sign
+    if isinstance(expr, sp.Add) and all(_prove_order(t, prop, dom, depth + 1)
+                                        for t in expr.args):
+        return True
+    if isinstance(expr, sp.Mul):
+        flips, unknown = 0, []
+        for factor in expr.args:
+            if factor.is_positive:
+                continue
+            if factor.is_negative:
+                flips += 1
+            else:
+                unknown.append(factor)
+        if len(unknown) == 1:
+            target = _FLIP[prop] if flips % 2 else prop
+            if _prove_order(unknown[0], target, dom, depth + 1):
+                return True
+    if isinstance(expr, sp.Sum) and len(expr.limits) == 1:
+        _, lower, upper = expr.limits[0]
+        strict = _ORDER[prop][1]
+        count = upper - lower + (0 if strict else 1)   # a strict sign needs one term at least
+        if count.is_nonnegative and _prove_order(expr.function, prop, dom, depth + 1):
+            return True
+    _, sign = _decide_sign(expr, prop)
+    if sign is not None:
+        return sign
+    generic, mapping = _opaque_to_dummies(expr)
+    if generic is None or generic.has(sp.Sum, sp.Product, sp.Derivative, sp.Integral, sp.Subs):
+        return False
+    free = generic.free_symbols
+    if len(free) != 1:
+        return False
+    (x,) = free
+    original = {v: k for k, v in mapping.items()}.get(x, x)
+    interval = dom.get(original, _interval_of(x))
+    if interval is None:
+        return False
+    return _univariate_order(generic, x, interval, prop)
+
+
 def _holds(cond, domain) -> tuple[bool, str]:
     if cond is sp.true or cond is True:
         return True, ""
@@ -290,9 +650,12 @@ def _holds(cond, domain) -> tuple[bool, str]:
             return True, ""
         if sign is False:
             return False, f"lhs - rhs = {d} does not satisfy {_SIGN[type(cond)]}"
-        # undecided by assumptions: try the stated interval of a single variable
-        free = d.free_symbols
         dom = dict(domain)
+        # undecided by assumptions: sums, products and functions of one variable (below)
+        if _SIGN[type(cond)] in _ORDER and _prove_order(lhs - rhs, _SIGN[type(cond)], dom):
+            return True, ""
+        # an equation on the stated interval of a single variable
+        free = d.free_symbols
         if len(free) == 1:
             (x,) = free
             if x in dom:
@@ -322,11 +685,10 @@ def _holds(cond, domain) -> tuple[bool, str]:
 def _check_holds(cond, subs, domain, check, simplifier) -> tuple[bool, str]:
     cond = _apply(cond, subs, simplifier)
     if check == "numeric":
-        free = cond.free_symbols
         rng = random.Random(0)
-        for _ in range(5):
-            vals = _sample_values(free, rng)
-            if not bool(cond.subs(vals)):
+        for trial in range(5):
+            vals = _sample_values(cond, rng, trial)
+            if _evaluate_at(cond, vals) is not sp.true:
                 return False, f"fails at {vals}"
         return True, ""
     return _holds(cond, domain)

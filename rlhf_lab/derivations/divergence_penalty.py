@@ -51,15 +51,18 @@ _FINITE = (r"Over a finite set of trajectories $\tau_1,\dots,\tau_K$ write "
 @functools.lru_cache(maxsize=None)
 def expected_penalty_is_kl() -> Derivation:
     """E_{τ~π_θ}[log π_θ(τ) − log π_ref(τ)] = KL(π_θ‖π_ref), and KL(π‖π) = 0."""
-    expected_penalty = _E(sp.log(p[i]) - sp.log(q[i]))
     kl = _sum(p[i] * sp.log(p[i] / q[i]))  # definition of KL(p‖q)
+    # the two named quantities; each is replaced by its definition where the step uses it
+    E_pen = sp.Symbol("E_penalty", real=True)      # E_{τ~π_θ}[Penalty(τ)]
+    KL = sp.Symbol("KL", real=True)                # KL(π_θ‖π_ref)
     return Derivation(
         title="The expected penalty is the KL divergence",
         intro=_FINITE,
         name=f"{_MOD}.expected_penalty_is_kl",
         steps=[
-            equal(expected_penalty, _sum(p[i] * (sp.log(p[i]) - sp.log(q[i]))),
+            equal(E_pen, _sum(p[i] * (sp.log(p[i]) - sp.log(q[i]))),
                   "expectation over a finite set of trajectories",
+                  subs={E_pen: _E(sp.log(p[i]) - sp.log(q[i]))},
                   tex_lhs=r"\mathbb{E}_{\tau\sim\pi_\theta}\big[" + PENALTY_TEX + r"\big]",
                   tex_rhs=r"\sum_{i=1}^{K} p_i\,(\log p_i - \log q_i)"),
             then(_sum(p[i] * sp.log(p[i])) - _sum(p[i] * sp.log(q[i])),
@@ -67,7 +70,7 @@ def expected_penalty_is_kl() -> Derivation:
                  tex_rhs=r"\sum_{i} p_i \log p_i - \sum_{i} p_i \log q_i"),
             then(_sum(p[i] * sp.log(p[i] / q[i])), "log of a quotient",
                  tex_rhs=r"\sum_{i=1}^{K} p_i \log\frac{p_i}{q_i}"),
-            then(kl, "definition of the KL divergence", tex_rhs=KL_TEX),
+            then(KL, "definition of the KL divergence", subs={KL: kl}, tex_rhs=KL_TEX),
             equal(kl.subs(q, p), 0, "KL of a distribution with itself: log 1 = 0",
                   tex_lhs=r"\mathrm{KL}(\pi_{\mathrm{ref}} \,\|\, \pi_{\mathrm{ref}})"),
         ],
@@ -80,27 +83,36 @@ def kl_is_nonnegative() -> Derivation:
     u = sp.Symbol("u", positive=True)
     g = u - 1 - sp.log(u)  # the gap in log u ≤ u − 1
     kl = _sum(p[i] * sp.log(p[i] / q[i]))
-    g_at = g.subs(u, q[i] / p[i])
+    ratio = sp.Function("u", positive=True)     # u(i) = q_i / p_i > 0
+    j = sp.Dummy("j", integer=True, positive=True)
+    g_at = g.subs(u, ratio(i))                  # g(q_i / p_i)
+    gibbs = _sum(p[i] * g_at)                   # Σ_i p_i g(q_i / p_i)
     return Derivation(
         title="The KL divergence is never negative (Gibbs' inequality)",
         intro=_FINITE + r" Let $g(u) = u - 1 - \log u$ for $u > 0$.",
         name=f"{_MOD}.kl_is_nonnegative",
         steps=[
-            equal(g.subs(u, 1), 0, "g vanishes at u = 1", tex_lhs="g(1)"),
-            equal(sp.diff(g, u).subs(u, 1), 0, "u = 1 is a stationary point of g",
+            equal(sp.Subs(g, u, 1), 0, "g vanishes at u = 1", tex_lhs="g(1)"),
+            equal(sp.Subs(sp.Derivative(g, u), u, 1), 0, "u = 1 is a stationary point of g",
                   tex_lhs=r"g'(1)"),
-            equal(sp.diff(g, u, 2), 1 / u**2, "second derivative of g",
+            equal(sp.Derivative(g, (u, 2)), 1 / u**2, "second derivative of g",
                   tex_lhs=r"g''(u)"),
-            holds(sp.diff(g, u, 2) > 0, "g is strictly convex, so g(u) ≥ g(1) = 0",
-                  tex=r"g''(u) = \tfrac{1}{u^2} &> 0"),
-            equal(kl, _sum(p[i] * g_at) + _sum(p[i]) - _sum(q[i]),
+            holds(sp.And(sp.StrictGreaterThan(sp.Derivative(g, (u, 2)), 0, evaluate=False),
+                         sp.GreaterThan(g, 0, evaluate=False)),
+                  "g is strictly convex, so g(u) ≥ g(1) = 0",
+                  tex=r"g''(u) = \tfrac{1}{u^2} > 0 \ \text{and}\ g(u) &\geq 0 \quad (u > 0)"),
+            equal(kl, gibbs + _sum(p[i]) - _sum(q[i]),
                   "add and subtract Σ p_i (q_i/p_i − 1)",
+                  subs={ratio: sp.Lambda(j, q[j] / p[j])},
                   tex_lhs=KL_TEX,
                   tex_rhs=r"\sum_{i} p_i\, g\!\left(\tfrac{q_i}{p_i}\right) "
                           r"+ \sum_i p_i - \sum_i q_i"),
-            then(_sum(p[i] * g_at) + 1 - 1, "both distributions sum to one",
+            then(gibbs + 1 - 1, "both distributions sum to one",
                  subs={_sum(p[i]): 1, _sum(q[i]): 1},
-                 tex_rhs=r"\sum_{i} p_i\, g\!\left(\tfrac{q_i}{p_i}\right) \;\geq\; 0"),
+                 tex_rhs=r"\sum_{i} p_i\, g\!\left(\tfrac{q_i}{p_i}\right)"),
+            holds(sp.GreaterThan(gibbs, 0, evaluate=False),
+                  "every term is p_i > 0 times g ≥ 0",
+                  tex=r"&\geq 0"),
         ],
     )
 
@@ -117,13 +129,13 @@ def bernoulli_kl() -> Derivation:
                r"$\pi_{\mathrm{ref}} = (q, 1-q)$, $0 < p, q < 1$."),
         name=f"{_MOD}.bernoulli_kl",
         steps=[
-            equal(kl.subs(pp, qq), 0, "no divergence at p = q",
+            equal(sp.Subs(kl, pp, qq), 0, "no divergence at p = q",
                   tex_lhs=r"\mathrm{KL}(p\,\|\,q)\big|_{p=q}"),
-            equal(sp.diff(kl, pp), dkl, "derivative in p",
+            equal(sp.Derivative(kl, pp), dkl, "derivative in p",
                   tex_lhs=r"\frac{\partial}{\partial p}\mathrm{KL}(p\,\|\,q)"),
-            equal(dkl.subs(pp, qq), 0, "p = q is a stationary point",
+            equal(sp.Subs(dkl, pp, qq), 0, "p = q is a stationary point",
                   tex_lhs=r"\frac{\partial}{\partial p}\mathrm{KL}(p\,\|\,q)\big|_{p=q}"),
-            equal(sp.diff(kl, pp, 2), 1 / (pp * (1 - pp)), "second derivative in p",
+            equal(sp.Derivative(kl, (pp, 2)), 1 / (pp * (1 - pp)), "second derivative in p",
                   tex_lhs=r"\frac{\partial^2}{\partial p^2}\mathrm{KL}(p\,\|\,q)"),
             holds(1 / (pp * (1 - pp)) > 0,
                   "strictly convex on 0 < p < 1: p = q is the only minimum",
@@ -155,15 +167,16 @@ def three_outcome_kl() -> Derivation:
                                    sp.log(p2 / q2) - sp.log(p3 / q3)]),
                   "gradient on the simplex (p_3 moves with p_1, p_2)", subs=on_simplex,
                   tex_lhs=r"\nabla_{p_1,p_2}\mathrm{KL}"),
-            equal(grad.subs(at_q), sp.zeros(2, 1), "p = q is a stationary point",
+            equal(grad.applyfunc(lambda e: sp.Subs(e, tuple(at_q), tuple(at_q.values()))),
+                  sp.zeros(2, 1), "p = q is a stationary point",
                   tex_lhs=r"\nabla_{p_1,p_2}\mathrm{KL}\big|_{p=q}"),
-            equal(kl.subs({p1: q1, p2: q2, p3: q3}), 0, "the KL is 0 there",
+            equal(sp.Subs(kl, (p1, p2, p3), (q1, q2, q3)), 0, "the KL is 0 there",
                   tex_lhs=r"\mathrm{KL}\big|_{p=q}"),
             equal(hess, hess_p3, "Hessian in (p_1, p_2)", subs={p3: 1 - p1 - p2},
                   tex_lhs=r"\nabla^2_{p_1,p_2}\mathrm{KL}"),
             holds(sp.StrictGreaterThan(hess_p3[0, 0], 0, evaluate=False),
                   "first leading minor is positive"),
-            holds(hess_p3.det() > 0,
+            holds(sp.StrictGreaterThan(hess_p3.det(), 0, evaluate=False),
                   "positive determinant: the Hessian is positive definite, so p = q is the "
                   "only minimum",
                   tex=(r"\det\nabla^2\mathrm{KL} = \tfrac{1}{p_1p_2} + \tfrac{1}{p_1p_3} "
@@ -191,24 +204,24 @@ def penalized_quadratic() -> Derivation:
         name=f"{_MOD}.penalized_quadratic",
         symbol_names={theta_old: r"\theta_{\mathrm{old}}"},
         steps=[
-            equal(sp.diff(J_new, theta).subs(theta, theta_hat), 0,
+            equal(sp.Subs(sp.Derivative(J_new, theta), theta, theta_hat), 0,
                   "the stationary point solves dJ_new/dθ = 0",
                   tex_lhs=(r"\frac{\partial J_{\mathrm{new}}}{\partial\theta}"
                            r"\Big|_{\theta=\hat\theta}"),
                   tex_rhs=(r"0 \quad\text{for}\quad \hat\theta = "
                            r"\frac{a + \beta\,\theta_{\mathrm{old}}}{1+\beta}")),
-            holds(sp.diff(J_new, theta, 2) < 0,
+            holds(sp.StrictLessThan(sp.Derivative(J_new, (theta, 2)), 0, evaluate=False),
                   "J_new is concave, so the stationary point is the maximizer",
                   tex=(r"\frac{\partial^2 J_{\mathrm{new}}}{\partial\theta^2} "
                        r"= -2(1+\beta) &< 0")),
             equal(theta_hat - theta_old, (a - theta_old) / (1 + beta),
                   "the update is the unpenalized one shrunk by 1/(1+β)",
                   tex_lhs=r"\hat\theta - \theta_{\mathrm{old}}"),
-            equal(sp.diff(dist2, beta), -2 * (a - theta_old) ** 2 / (1 + beta) ** 3,
+            equal(sp.Derivative(dist2, beta), -2 * (a - theta_old) ** 2 / (1 + beta) ** 3,
                   "rate of change of the squared step in β",
                   tex_lhs=r"\frac{\partial}{\partial\beta}(\hat\theta - "
                           r"\theta_{\mathrm{old}})^2"),
-            holds(sp.diff(dist2, beta) <= 0,
+            holds(sp.LessThan(sp.Derivative(dist2, beta), 0, evaluate=False),
                   "the step never grows with β: the trusted region shrinks",
                   tex=(r"\frac{\partial}{\partial\beta}(\hat\theta - "
                        r"\theta_{\mathrm{old}})^2 &\leq 0")),
@@ -237,13 +250,14 @@ def single_trajectory_penalty() -> Derivation:
                   tex_lhs=r"\mathrm{Penalty}(\tau_1) = \log\tfrac34 - \log\tfrac12"),
             equal(penalty[1], -sp.log(2), "τ_2 is less likely under π_θ",
                   tex_lhs=r"\mathrm{Penalty}(\tau_2) = \log\tfrac14 - \log\tfrac12"),
-            holds(penalty[1] < 0, "a negative penalty for τ_2",
+            holds(sp.StrictLessThan(penalty[1], 0, evaluate=False), "a negative penalty for τ_2",
                   tex=r"\mathrm{Penalty}(\tau_2) &< 0"),
             equal(expected, sp.Rational(3, 4) * sp.log(3) - sp.log(2),
                   "weight each penalty by π_θ(τ)",
                   tex_lhs=(r"\mathbb{E}_{\tau\sim\pi_\theta}[\mathrm{Penalty}] = "
                            r"\tfrac34\log\tfrac32 + \tfrac14\log\tfrac12")),
-            holds(expected > 0, "the expectation is a KL divergence, positive as π_θ ≠ π_ref",
+            holds(sp.StrictGreaterThan(expected, 0, evaluate=False),
+                  "the expectation is a KL divergence, positive as π_θ ≠ π_ref",
                   tex=r"\tfrac34\log 3 - \log 2 \approx 0.131 &> 0"),
         ],
     )

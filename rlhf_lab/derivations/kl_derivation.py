@@ -76,7 +76,7 @@ def optimal_policy() -> Derivation:
         name=f"{_MOD}.optimal_policy",
         symbol_names={pj: "p_j", qj: "q_j", rj: "r_j"},
         steps=[
-            equal(stationarity, rj - beta * sp.log(pj / qj) - beta + lam,
+            equal(sp.Derivative(lagrangian_j, pj), rj - beta * sp.log(pj / qj) - beta + lam,
                   "only the terms of y_j depend on p_j",
                   tex_lhs=(r"\frac{\partial}{\partial p_j}\Big[\sum_i p_i r_i - \beta\sum_i "
                            r"p_i\log\frac{p_i}{q_i} + \lambda\big(\textstyle\sum_i p_i - 1"
@@ -88,7 +88,7 @@ def optimal_policy() -> Derivation:
                            r"e^{\lambda/\beta - 1}: \quad r_j - \beta\log\frac{p_j}{q_j} - "
                            r"\beta + \lambda"),
                   tex_rhs="0"),
-            holds(sp.diff(lagrangian_j, pj, 2) < 0,
+            holds(sp.StrictLessThan(sp.Derivative(lagrangian_j, (pj, 2)), 0, evaluate=False),
                   "concave in each p_j: the stationary point is the maximum",
                   tex=r"\frac{\partial^2}{\partial p_j^2} = -\frac{\beta}{p_j} &< 0"),
             equal(_sum(q[i] * sp.exp(r[i] / beta) / Zsum), 1,
@@ -114,6 +114,7 @@ def kl_to_optimal_policy() -> Derivation:
     """KL(π_θ‖π*) = −(1/β)(E_{π_θ}[r] − β·KL(π_θ‖π_ref)) + log Z(x)."""
     kl_star, kl_ref, expected_r = _objective_terms()
     normalized = {_sum(p[i]): 1}
+    KL = sp.Symbol("KL_star", real=True)   # KL(π_θ‖π*), replaced by its definition in step 1
     return Derivation(
         title="Minimizing KL to the optimal policy is the regularized objective",
         intro=_FINITE + (r" The optimal policy is $\pi^*(y \mid x) = \pi_{\mathrm{ref}}"
@@ -121,7 +122,8 @@ def kl_to_optimal_policy() -> Derivation:
         name=f"{_MOD}.kl_to_optimal_policy",
         symbol_names=_NAMES,
         steps=[
-            equal(kl_star, _sum(p[i] * sp.log(p[i] / _pi_star())), "definition of the KL",
+            equal(KL, _sum(p[i] * sp.log(p[i] / _pi_star())), "definition of the KL",
+                  subs={KL: kl_star},
                   tex_lhs=KL_STAR,
                   tex_rhs=(r"\sum_y " + PI + r"(y \mid x)\log\frac{" + PI + r"(y \mid x)}{"
                            + STAR + r"(y \mid x)}")),
@@ -152,6 +154,12 @@ def log_partition_is_constant() -> Derivation:
     qs = sp.symbols("q_1:4", positive=True)
     rs = sp.symbols("r_1:4", real=True)
     Zs = sum(a * sp.exp(b / beta) for a, b in zip(qs, rs))   # Z(x)
+    # Z(x) written with π_ref and r as arbitrary functions of the logits, so that its gradient
+    # is a real computation; the step then states that neither depends on θ
+    q_of_z = [sp.Function(f"q_{k}", positive=True)(*z) for k in range(1, 4)]
+    r_of_z = [sp.Function(f"r_{k}", real=True)(*z) for k in range(1, 4)]
+    Z_of_z = sum(a * sp.exp(b / beta) for a, b in zip(q_of_z, r_of_z))
+    frozen = {**dict(zip(q_of_z, qs)), **dict(zip(r_of_z, rs))}
     star = [a * sp.exp(b / beta) / Zs for a, b in zip(qs, rs)]
     kl_star = sum(a * sp.log(a / b) for a, b in zip(ps, star))
     kl_ref = sum(a * sp.log(a / b) for a, b in zip(ps, qs))
@@ -172,10 +180,10 @@ def log_partition_is_constant() -> Derivation:
                            + KL_REF + r"\big)\Big)"),
                   tex_rhs=(r"\log Z(x) = \log\sum_y " + REF + r"(y \mid x)\, "
                            r"e^{r(x,y)/\beta}")),
-            equal(sp.Matrix([sp.diff(sp.log(Zs), zj) for zj in z]), sp.zeros(3, 1),
-                  "Z(x) involves only π_ref and r, not θ",
+            equal(sp.Matrix([sp.Derivative(sp.log(Z_of_z), zj) for zj in z]), sp.zeros(3, 1),
+                  "Z(x) involves only π_ref and r, not θ", subs=frozen,
                   tex_lhs=r"\nabla_\theta \log Z(x)", tex_rhs="0"),
-            equal(sp.Matrix([sp.diff(gap, v) for v in ps[:2]]), sp.zeros(2, 1),
+            equal(sp.Matrix([sp.Derivative(gap, v) for v in ps[:2]]), sp.zeros(2, 1),
                   "so both objectives have the same gradient and the same minimizers",
                   tex_lhs=(r"\nabla_\theta\," + KL_STAR + r" - \nabla_\theta\Big(-\frac{1}"
                            r"{\beta}\big(" + ER + r" - \beta\," + KL_REF + r"\big)\Big)"),
@@ -186,9 +194,15 @@ def log_partition_is_constant() -> Derivation:
 
 @functools.lru_cache(maxsize=None)
 def maximum_value() -> Derivation:
-    """The objective equals β log Z − β·KL(π_θ‖π*) ≤ β log Z, with equality at π* only."""
+    """The objective equals β log Z − β·KL(π_θ‖π*) ≤ β log Z (KL ≥ 0 shown in Gibbs' form,
+    as in unit 1), and π* attains the bound."""
     kl_star, kl_ref, expected_r = _objective_terms()
-    kl_nonneg = sp.Symbol("k", nonnegative=True)    # stands for KL(π_θ‖π*) ≥ 0 (unit 1)
+    # Gibbs' form of KL(π_θ‖π*) (unit 1): Σ_i p_i g(u_i) with g(u) = u − 1 − log u ≥ 0 and
+    # u_i = π*(y_i|x) / π_θ(y_i|x) > 0
+    ratio = sp.Function("u", positive=True)
+    j = sp.Dummy("j", integer=True, positive=True)
+    gibbs = _sum(p[i] * (ratio(i) - 1 - sp.log(ratio(i))))
+    star_total = _sum(_pi_star())                   # Σ_i π*(y_i|x), 1 by the choice of Z(x)
     qs = sp.symbols("q_1:4", positive=True)
     rs = sp.symbols("r_1:4", real=True)
     Zs = sum(a * sp.exp(b / beta) for a, b in zip(qs, rs))
@@ -197,7 +211,10 @@ def maximum_value() -> Derivation:
                      - beta * sum(a * sp.log(a / b) for a, b in zip(star, qs)))
     return Derivation(
         title="The maximum of the regularized objective is β log Z(x)",
-        intro=_FINITE,
+        intro=_FINITE + (r" $Z(x) = \sum_i q_i\, e^{r_i/\beta}$ normalizes "
+                         r"$\pi^*_i = q_i\, e^{r_i/\beta}/Z(x)$; as in unit 1, "
+                         r"$g(u) = u - 1 - \log u \geq 0$ for $u > 0$, and here "
+                         r"$u_i = \pi^*_i / p_i$."),
         name=f"{_MOD}.maximum_value",
         symbol_names=_NAMES,
         steps=[
@@ -205,11 +222,18 @@ def maximum_value() -> Derivation:
                   "the previous identity multiplied by −β", subs={_sum(p[i]): 1},
                   tex_lhs=ER + r" - \beta\," + KL_REF,
                   tex_rhs=r"\beta\log Z(x) - \beta\," + KL_STAR),
-            holds(beta * sp.log(Z) - beta * kl_nonneg <= beta * sp.log(Z),
-                  "β > 0 and KL(π_θ‖π*) ≥ 0, with equality only at π_θ = π*",
+            equal(kl_star, gibbs + _sum(p[i]) - star_total,
+                  "add and subtract Σ p_i (u_i − 1), as in unit 1",
+                  subs={ratio: sp.Lambda(j, q[j] * sp.exp(r[j] / beta) / (Z * p[j]))},
+                  tex_lhs=KL_STAR,
+                  tex_rhs=r"\sum_i p_i\, g(u_i) + \sum_i p_i - \sum_i \pi^*_i"),
+            then(gibbs + 1 - 1, "π_θ and π* both sum to one",
+                 subs={_sum(p[i]): 1, star_total: 1}, tex_rhs=r"\sum_i p_i\, g(u_i)"),
+            holds(sp.LessThan(beta * sp.log(Z) - beta * gibbs, beta * sp.log(Z), evaluate=False),
+                  "β > 0 and every term p_i g(u_i) ≥ 0, so KL(π_θ‖π*) ≥ 0",
                   tex=(r"\beta\log Z(x) - \beta\," + KL_STAR + r" &\leq \beta\log Z(x)")),
             equal(value_at_star, beta * sp.log(Zs),
-                  "check at π = π* directly (three responses)",
+                  "check at π = π* directly (three responses): the bound is attained",
                   tex_lhs=(r"\mathbb{E}_{y\sim\pi^*}[r(x,y)] - \beta\,\mathrm{KL}(\pi^* \,\|\, "
                            r"\pi_{\mathrm{ref}})"),
                   tex_rhs=r"\beta\log Z(x)"),
@@ -266,7 +290,13 @@ def implied_reward() -> Derivation:
     ri = sp.Symbol("r_i", real=True)
     star_i = qi * sp.exp(ri / beta) / Z
     sw, sl, qw, ql = sp.symbols("pi_w pi_l q_w q_l", positive=True)   # π*(y_w|x), π_ref(y_w|x)
-    implied = lambda s, qq: beta * sp.log(s / qq) + beta * sp.log(Z)  # noqa: E731
+    implied = lambda s, qq, zz=Z: beta * sp.log(s / qq) + beta * sp.log(zz)  # noqa: E731
+    # the partition functions of the prompts of y_w and y_l: one Z(x) for one prompt (step 2)
+    Z_w, Z_l = sp.symbols("Z_w Z_l", positive=True)
+    r_w, r_l = sp.symbols("r_w r_l", real=True)
+    rewards = {r_w: implied(sw, qw), r_l: implied(sl, ql)}
+    # β log Z(x) kept in both implied rewards, so that differentiating shows it cancel
+    kept = sp.UnevaluatedExpr(implied(sw, qw)) - sp.UnevaluatedExpr(implied(sl, ql))
     sigma = lambda u: 1 / (1 + sp.exp(-u))                             # noqa: E731
     margin = beta * sp.log(sw / qw) - beta * sp.log(sl / ql)
     W = r"\frac{\pi^*(y_w \mid x)}{\pi_{\mathrm{ref}}(y_w \mid x)}"
@@ -278,22 +308,23 @@ def implied_reward() -> Derivation:
                r"the same prompt under the Bradley-Terry model "
                r"$P(y_w \succ y_l \mid x) = \sigma(r(x,y_w) - r(x,y_l))$."),
         name=f"{_MOD}.implied_reward",
-        symbol_names={**_NAMES, sw: r"\pi^*_w", sl: r"\pi^*_l", qw: r"q_w", ql: "q_l"},
+        symbol_names={**_NAMES, sw: r"\pi^*_w", sl: r"\pi^*_l", qw: r"q_w", ql: "q_l",
+                      Z_w: r"Z(x_w)", Z_l: r"Z(x_l)"},
         steps=[
             equal(beta * sp.log(star_i / qi) + beta * sp.log(Z), ri,
                   "take logs of π* and solve for r",
                   tex_lhs=(r"\beta\log\frac{\pi^*(y \mid x)}{\pi_{\mathrm{ref}}(y \mid x)} "
                            r"+ \beta\log Z(x)"),
                   tex_rhs=r"r(x, y)"),
-            equal(implied(sw, qw) - implied(sl, ql), margin,
-                  "same prompt, same Z(x): β log Z(x) cancels",
+            equal(implied(sw, qw, Z_w) - implied(sl, ql, Z_l), margin,
+                  "same prompt, same Z(x): β log Z(x) cancels", subs={Z_w: Z, Z_l: Z},
                   tex_lhs=r"r(x, y_w) - r(x, y_l)",
                   tex_rhs=r"\beta\log " + W + r" - \beta\log " + L),
-            equal(sigma(implied(sw, qw) - implied(sl, ql)), sigma(margin),
-                  "Bradley-Terry preference",
+            equal(sigma(r_w - r_l), sigma(margin),
+                  "Bradley-Terry preference", subs=rewards,
                   tex_lhs=r"P(y_w \succ y_l \mid x)",
                   tex_rhs=r"\sigma\Big(\beta\log " + W + r" - \beta\log " + L + r"\Big)"),
-            equal(sp.diff(sigma(margin), Z), 0,
+            equal(sp.Derivative(sigma(kept), Z), 0,
                   "no Z(x) left: the preference needs only π and π_ref, the idea of DPO",
                   tex_lhs=r"\frac{\partial}{\partial Z(x)} P(y_w \succ y_l \mid x)",
                   tex_rhs="0"),

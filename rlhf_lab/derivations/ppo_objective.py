@@ -34,19 +34,25 @@ A_pos = sp.Symbol("A", positive=True)      # an advantage A > 0
 B = sp.Symbol("B", positive=True)          # a negative advantage is A = −B
 
 
-def clip(rho, e=eps):
-    """clip(ρ, 1−ε, 1+ε)."""
-    return sp.Min(sp.Max(rho, 1 - e), 1 + e)
+def clip(rho, e=eps, evaluate=True):
+    """clip(ρ, 1−ε, 1+ε). With ``evaluate=False`` the min and max are left for ``verify()`` to
+    decide (the derivations below use that, so that each case is a real check)."""
+    return sp.Min(sp.Max(rho, 1 - e, evaluate=evaluate), 1 + e, evaluate=evaluate)
 
 
-def surrogate(rho, adv, e=eps):
+def surrogate(rho, adv, e=eps, evaluate=True):
     """The standard PPO surrogate min(ρA, clip(ρ, 1−ε, 1+ε)A) (to be maximized)."""
-    return sp.Min(rho * adv, clip(rho, e) * adv)
+    return sp.Min(rho * adv, clip(rho, e, evaluate) * adv, evaluate=evaluate)
 
 
-def course_clip(rho, e=eps):
+def course_clip(rho, e=eps, evaluate=True):
     """The course's Clip(ρ) = min(ρ, clip(ρ, 1−ε, 1+ε))."""
-    return sp.Min(rho, clip(rho, e))
+    return sp.Min(rho, clip(rho, e, evaluate), evaluate=evaluate)
+
+
+def _surrogate(rho, adv, e=eps):
+    """The surrogate as an unevaluated expression: verify() decides its min and max."""
+    return surrogate(rho, adv, e, evaluate=False)
 
 
 ABOVE = 1 + eps + s      # ρ > 1 + ε
@@ -75,32 +81,32 @@ def clipped_surrogate_cases() -> Derivation:
         name=f"{_MOD}.clipped_surrogate_cases",
         symbol_names={A_pos: "A"},
         steps=[
-            equal(surrogate(ABOVE, A_pos), (1 + eps) * A_pos,
+            equal(_surrogate(ABOVE, A_pos), (1 + eps) * A_pos,
                   "A > 0, ρ above the band: the clipped term is the smaller",
                   tex_lhs=_at(r"\rho > 1+\epsilon", ">"), tex_rhs=r"(1+\epsilon)\,A"),
-            equal(sp.diff(surrogate(ABOVE, A_pos), s), 0,
+            equal(sp.Derivative(_surrogate(ABOVE, A_pos), s), 0,
                   "constant in ρ there: no gradient pushes ρ further up",
                   tex_lhs=r"\frac{\partial}{\partial\rho}" + _at(r"\rho > 1+\epsilon", ">")),
-            equal(surrogate(INSIDE_UP, A_pos, v + w), INSIDE_UP * A_pos,
+            equal(_surrogate(INSIDE_UP, A_pos, v + w), INSIDE_UP * A_pos,
                   "A > 0, ρ inside the band (upper half): unclipped",
                   tex_lhs=_at(r"1 \leq \rho < 1+\epsilon", ">"), tex_rhs=r"\rho A"),
-            equal(surrogate(INSIDE_DOWN, A_pos, v + w), INSIDE_DOWN * A_pos,
+            equal(_surrogate(INSIDE_DOWN, A_pos, v + w), INSIDE_DOWN * A_pos,
                   "A > 0, ρ inside the band (lower half): unclipped",
                   tex_lhs=_at(r"1-\epsilon < \rho \leq 1", ">"), tex_rhs=r"\rho A"),
-            equal(surrogate(BELOW, A_pos), BELOW * A_pos,
+            equal(_surrogate(BELOW, A_pos), BELOW * A_pos,
                   "A > 0, ρ below the band: the min keeps the smaller ρA",
                   tex_lhs=_at(r"\rho < 1-\epsilon", ">"), tex_rhs=r"\rho A"),
-            equal(surrogate(BELOW, An), (1 - eps) * An,
+            equal(_surrogate(BELOW, An), (1 - eps) * An,
                   "A < 0, ρ below the band: the clipped term is the smaller",
                   tex_lhs=_at(r"\rho < 1-\epsilon", "<"), tex_rhs=r"(1-\epsilon)\,A"),
-            equal(sp.diff(surrogate(BELOW, An), s), 0,
+            equal(sp.Derivative(_surrogate(BELOW, An), s), 0,
                   "constant in ρ there: no gradient pushes ρ further down",
                   tex_lhs=r"\frac{\partial}{\partial\rho}" + _at(r"\rho < 1-\epsilon", "<")),
-            equal(sp.Matrix([surrogate(INSIDE_UP, An, v + w), surrogate(INSIDE_DOWN, An, v + w)]),
+            equal(sp.Matrix([_surrogate(INSIDE_UP, An, v + w), _surrogate(INSIDE_DOWN, An, v + w)]),
                   sp.Matrix([INSIDE_UP * An, INSIDE_DOWN * An]),
                   "A < 0, ρ inside the band: unclipped",
                   tex_lhs=_at(r"1-\epsilon < \rho < 1+\epsilon", "<"), tex_rhs=r"\rho A"),
-            equal(surrogate(ABOVE, An), ABOVE * An,
+            equal(_surrogate(ABOVE, An), ABOVE * An,
                   "A < 0, ρ above the band: the min keeps the smaller ρA, so a bad action "
                   "made likelier is always corrected",
                   tex_lhs=_at(r"\rho > 1+\epsilon", "<"), tex_rhs=r"\rho A"),
@@ -116,11 +122,11 @@ def course_clip_notation() -> Derivation:
     An = -B                                  # A < 0
 
     def course(rho, adv, e=eps):
-        return course_clip(rho, e) * adv
+        return course_clip(rho, e, evaluate=False) * adv
 
     def gap(rho, adv, e=eps):
         """course form minus the standard form."""
-        return course(rho, adv, e) - surrogate(rho, adv, e)
+        return course(rho, adv, e) - _surrogate(rho, adv, e)
 
     COURSE = r"\mathrm{Clip}(\rho)\,A"
     STD = r"\min\big(\rho A, \operatorname{clip}(\rho)\,A\big)"
@@ -157,7 +163,7 @@ def course_clip_notation() -> Derivation:
                   "while the standard form keeps ρA there",
                   tex_lhs=COURSE + " - " + STD + r"\big|_{A < 0,\ \rho > 1+\epsilon}",
                   tex_rhs=r"(1+\epsilon)A - \rho A = |A|\,(\rho-1-\epsilon)"),
-            holds(s * B > 0,
+            holds(sp.StrictGreaterThan(s * B, 0, evaluate=False),
                   "where they differ the course form is the larger: it stops correcting a "
                   "bad action made likelier, and keeps pushing down one already made rarer",
                   tex=r"|A| \cdot \operatorname{dist}(\rho, [1-\epsilon, 1+\epsilon]) &> 0"),
@@ -204,7 +210,7 @@ def gae_is_discounted_td_sum(T: int = 4) -> Derivation:
                   "so the value target A + V is the Monte-Carlo return",
                   tex_lhs=r"\hat A_0\big|_{\lambda=1} + V(s_0)",
                   tex_rhs=rf"\sum_{{l=0}}^{{{T - 1}}} \gamma^l r_l"),
-            equal(sp.Matrix(adv[:T]).subs(lam, 0), sp.Matrix(delta),
+            equal(sp.Matrix(adv[:T]).applyfunc(lambda a: sp.Subs(a, lam, 0)), sp.Matrix(delta),
                   "λ = 0: the one-step TD error",
                   tex_lhs=r"\hat A_t\big|_{\lambda=0}", tex_rhs=r"\delta_t"),
         ],
@@ -224,6 +230,7 @@ def per_token_rewards() -> Derivation:
     log_ratio = logp[t] - ref_logp[t]
     reward_t = -beta * log_ratio + score * sp.KroneckerDelta(t, T)
     penalty = sp.Sum(log_ratio, (t, 1, T))
+    Penalty = sp.Symbol("Penalty", real=True)        # Penalty(x, y), by its definition (unit 2)
     LR = (r"\log\pi_\theta(y_t \mid x, y_{<t}) - \log\pi_{\mathrm{ref}}(y_t \mid x, y_{<t})")
     return Derivation(
         title="The per-token rewards add up to r − β·Penalty",
@@ -240,7 +247,8 @@ def per_token_rewards() -> Derivation:
                            r"[t = T]\, r(x, y)")),
             then(score - beta * penalty, "the score enters once, at the last token",
                  tex_rhs=r"r(x, y) - \beta\sum_{t=1}^{T}\big(" + LR + r"\big)"),
-            then(score - beta * penalty, "the sum of per-token log-ratios is the penalty",
+            then(score - beta * Penalty, "the sum of per-token log-ratios is the penalty",
+                 subs={Penalty: penalty},
                  tex_rhs=r"r(x, y) - \beta\,\mathrm{Penalty}(x, y)"),
             equal(-sp.Sum(reward_t, (t, 1, T)), -score + beta * penalty,
                   "so the RLHF loss is minus the undiscounted return of the rewards",

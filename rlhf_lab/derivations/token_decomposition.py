@@ -40,6 +40,15 @@ def _sum(expr):
     return sp.Sum(expr, (t, 1, T))
 
 
+# the probabilities of the whole response, π_θ(y|x) and π_ref(y|x); the chain rule of
+# probability (one factor per token) is the substitution that the first step of each
+# derivation applies
+seq_theta = sp.Symbol("Pi_theta", positive=True)
+seq_ref = sp.Symbol("Pi_ref", positive=True)
+CHAIN_RULE = {seq_theta: sp.Product(pi_theta(t), (t, 1, T)),
+              seq_ref: sp.Product(pi_ref(t), (t, 1, T))}
+
+
 _INTRO = (r"A response $y = (y_1, \dots, y_T)$ to a prompt $x$, of any length $T$; each "
           r"per-token conditional is positive.")
 
@@ -47,14 +56,13 @@ _INTRO = (r"A response $y = (y_1, \dots, y_T)$ to a prompt $x$, of any length $T
 @functools.lru_cache(maxsize=None)
 def log_of_product() -> Derivation:
     """log π_θ(y|x) = Σ_t log π_θ(y_t|x, y_<t) for a symbolic length T."""
-    seq = _prod(pi_theta(t))          # π_θ(y|x) by the chain rule of probability
     return Derivation(
         title="The log-probability of a response is a sum over its tokens",
         intro=_INTRO,
         name=f"{_MOD}.log_of_product",
         steps=[
-            equal(sp.log(seq), sp.log(_prod(pi_theta(t))),
-                  "chain rule of probability: one factor per token",
+            equal(sp.log(seq_theta), sp.log(_prod(pi_theta(t))),
+                  "chain rule of probability: one factor per token", subs=CHAIN_RULE,
                   tex_lhs=r"\log " + SEQ_THETA,
                   tex_rhs=r"\log \prod_{t=1}^{T} " + TOKEN_THETA),
             then(_sum(sp.log(pi_theta(t))), "the log of a product is the sum of the logs",
@@ -66,14 +74,14 @@ def log_of_product() -> Derivation:
 @functools.lru_cache(maxsize=None)
 def sequence_penalty_is_token_sum() -> Derivation:
     """Penalty(x, y) = Σ_t (log π_θ(y_t|·) − log π_ref(y_t|·))."""
-    penalty = sp.log(_prod(pi_theta(t))) - sp.log(_prod(pi_ref(t)))
+    penalty = sp.log(seq_theta) - sp.log(seq_ref)
     return Derivation(
         title="The sequence penalty is the sum of per-token penalties",
         intro=_INTRO,
         name=f"{_MOD}.sequence_penalty_is_token_sum",
         steps=[
             equal(penalty, sp.log(_prod(pi_theta(t))) - sp.log(_prod(pi_ref(t))),
-                  "both models factorize over tokens",
+                  "both models factorize over tokens", subs=CHAIN_RULE,
                   tex_lhs=r"\mathrm{Penalty}(x, y) = \log " + SEQ_THETA + r" - \log " + SEQ_REF,
                   tex_rhs=(r"\log\prod_{t=1}^{T}" + TOKEN_THETA + r" - \log\prod_{t=1}^{T}"
                            + TOKEN_REF)),
@@ -98,15 +106,21 @@ def two_token_example() -> Derivation:
     the current policy than under the reference."""
     good_theta, good_ref = sp.Rational(-8, 10), sp.Rational(-15, 10)
     day_theta, day_ref = sp.Rational(-4, 10), sp.Rational(-21, 10)
-    penalty = (good_theta - good_ref) + (day_theta - day_ref)
-    ratio = sp.exp(good_theta + day_theta) / sp.exp(good_ref + day_ref)  # π_θ(y|x)/π_ref(y|x)
+    def add(*terms):
+        return sp.Add(*terms, evaluate=False)   # unevaluated: verify() does the arithmetic
+
+    penalty = add(add(good_theta, -good_ref), add(day_theta, -day_ref))
+    per_token = add(sp.Rational(7, 10), sp.Rational(17, 10))
+    # π_θ(y|x)/π_ref(y|x) = e^{-0.8-0.4} / e^{-1.5-2.1}
+    ratio = sp.Mul(sp.exp(good_theta + day_theta),
+                   sp.Pow(sp.exp(good_ref + day_ref), -1, evaluate=False), evaluate=False)
     return Derivation(
         title="Worked example: the response 'Good day'",
         intro=(r"Per-token log-probabilities: 'Good' $-0.8$ under $\pi_\theta$ and $-1.5$ "
                r"under $\pi_{\mathrm{ref}}$; 'day' $-0.4$ and $-2.1$."),
         name=f"{_MOD}.two_token_example",
         steps=[
-            equal(penalty, sp.Rational(7, 10) + sp.Rational(17, 10),
+            equal(penalty, per_token,
                   "per-token penalties of 'Good' and 'day'",
                   tex_lhs=(r"\mathrm{Penalty}(x, \text{Good day}) = "
                            r"\big(-0.8 - (-1.5)\big) + \big(-0.4 - (-2.1)\big)"),
