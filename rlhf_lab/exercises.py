@@ -397,6 +397,18 @@ def _sympy_kind(v: Any) -> str | None:
     return None
 
 
+def _sympified(x: Any):
+    """``(sympy object, its kind)`` for ``x``, or ``(None, None)`` when it is not one that
+    check_expression compares."""
+    import sympy as sp
+
+    try:
+        v = sp.sympify(x, strict=True)
+    except (sp.SympifyError, TypeError):
+        return None, None
+    return v, _sympy_kind(v)
+
+
 def _sample_points(symbols: Sequence[Any], n: int = 6, seed: int = 0) -> list[dict]:
     """Deterministic exact values for ``symbols`` that respect their sign/integer assumptions."""
     import sympy as sp
@@ -413,8 +425,9 @@ def _sample_points(symbols: Sequence[Any], n: int = 6, seed: int = 0) -> list[di
     return points
 
 
-def _numerically_equal(a: Any, e: Any, rtol: float = 1e-9) -> bool:
-    """``a`` and ``e`` agree (relative to their size) at a few random points of their symbols."""
+def _values_at_points(a: Any, e: Any):
+    """``(a, e)`` evaluated at a few random points of their symbols, as complex numbers: the
+    finite pairs, or ``None`` when either does not evaluate to a number (e.g. an undefined f(x))."""
     import sympy as sp
 
     symbols = sorted(a.free_symbols | e.free_symbols, key=sp.default_sort_key)
@@ -423,10 +436,16 @@ def _numerically_equal(a: Any, e: Any, rtol: float = 1e-9) -> bool:
         try:
             av, ev = complex(a.xreplace(pt).evalf(30)), complex(e.xreplace(pt).evalf(30))
         except (TypeError, ValueError, ZeroDivisionError):
-            return False  # something that does not evaluate to a number (e.g. an undefined f(x))
+            return None
         if all(map(math.isfinite, (av.real, av.imag, ev.real, ev.imag))):
             pairs.append((av, ev))
-    if len(pairs) < 3:
+    return pairs
+
+
+def _numerically_equal(a: Any, e: Any, rtol: float = 1e-9) -> bool:
+    """``a`` and ``e`` agree (relative to their size) at a few random points of their symbols."""
+    pairs = _values_at_points(a, e)
+    if not pairs or len(pairs) < 3:
         return False
     scale = max(max(abs(av), abs(ev)) for av, ev in pairs)
     return all(abs(av - ev) <= rtol * scale for av, ev in pairs)
@@ -487,15 +506,10 @@ def _equivalent_equations(a: Any, e: Any) -> bool:
     if ratio.is_number and ratio.is_finite and ratio.is_zero is False:
         return True
     if da.has(sp.Float) or de.has(sp.Float):  # the ratio at a few points: one nonzero constant?
-        symbols = sorted(da.free_symbols | de.free_symbols, key=sp.default_sort_key)
-        values = []
-        for pt in _sample_points(symbols):
-            try:
-                num, den = complex(da.xreplace(pt).evalf(30)), complex(de.xreplace(pt).evalf(30))
-            except (TypeError, ValueError, ZeroDivisionError):
-                return False
-            if den != 0 and all(map(math.isfinite, (num.real, num.imag, den.real, den.imag))):
-                values.append(num / den)
+        pairs = _values_at_points(da, de)
+        if pairs is None:
+            return False
+        values = [num / den for num, den in pairs if den != 0]
         if len(values) >= 3 and values[0] != 0:
             return all(abs(v - values[0]) <= 1e-9 * abs(values[0]) for v in values)
     return False
@@ -525,19 +539,11 @@ def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> boo
     if isinstance(answer, str):
         return _say(False, f"{name} should be a sympy expression built from the symbols, "
                            f"not a string.")
-    try:
-        e = sp.sympify(expected, strict=True)
-    except (sp.SympifyError, TypeError):
-        e = None
-    ke = _sympy_kind(e)
+    e, ke = _sympified(expected)
     if ke is None:
         raise TypeError(f"expected must be a sympy expression, equation (sp.Eq) or matrix, "
                         f"got {type(expected).__name__}")
-    try:
-        a = sp.sympify(answer, strict=True)
-    except (sp.SympifyError, TypeError):
-        a = None
-    ka = _sympy_kind(a)
+    a, ka = _sympified(answer)
     if ka is None:
         return _say(False, f"{name} should be a sympy expression, equation (sp.Eq) or matrix, "
                            f"not {type(answer).__name__} ({_short(answer, 40)}).")
