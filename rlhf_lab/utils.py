@@ -39,7 +39,3 @@ def default_device() -> torch.device:
     if forced:
         return torch.device(forced)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def on_gpu() -> bool:
-    return default_device().type == "cuda"
