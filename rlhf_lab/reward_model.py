@@ -70,7 +70,8 @@ def _device_of(model) -> torch.device:
 
 def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
                 grad: bool = False) -> Tensor:
-    """Scores ``[N]`` of ``texts`` under a one-label sequence-classification model (last real token)."""
+    """Scores ``[N]`` of ``texts`` under a one-label sequence-classification model, read as
+    :func:`rlhf_lab.ppo.modeling.score_with_model` reads them (a decoder at the last real token)."""
     from .ppo.modeling import score_with_model
 
     if tokenizer.pad_token_id is None:
