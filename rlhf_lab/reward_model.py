@@ -25,7 +25,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .utils import default_device, seeded_torch
+from .utils import default_device, eval_mode, seeded_torch
 
 Tensor = torch.Tensor
 Pair = Union[Tuple[str, str, str], Mapping[str, str]]
@@ -151,9 +151,7 @@ def reward_accuracy(model, tokenizer, pairs: Sequence[Pair], batch_size: int = 3
     """Share of ``pairs`` where the model scores the chosen response above the rejected one (a tie
     counts one half, so a model that scores everything alike gets 50 %, chance level)."""
     triples = _as_triples(pairs)
-    was_training = model.training
-    model.eval()
-    chosen = score_texts(model, tokenizer, [p + c for p, c, _ in triples], batch_size, max_length)
-    rejected = score_texts(model, tokenizer, [p + r for p, _, r in triples], batch_size, max_length)
-    model.train(was_training)
+    with eval_mode(model):
+        chosen = score_texts(model, tokenizer, [p + c for p, c, _ in triples], batch_size, max_length)
+        rejected = score_texts(model, tokenizer, [p + r for p, _, r in triples], batch_size, max_length)
     return float(_pairwise_accuracy(chosen - rejected))

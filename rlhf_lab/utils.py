@@ -24,6 +24,18 @@ def seeded_torch(seed: int, device=None):
         yield
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run a block with ``model`` in eval mode (dropout off), then restore its training flag,
+    also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device) so a CPU run repeats exactly."""
     random.seed(seed)

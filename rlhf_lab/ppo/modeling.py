@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..logprobs import position_ids_from_mask, response_logits
+from ..utils import eval_mode
 
 Tensor = torch.Tensor
 
@@ -78,17 +79,14 @@ def split_causal_lm(model, probe_len: int = 5) -> CausalLMParts:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (1, probe_len), generator=g).to(device)
     mask = torch.ones_like(ids)
-    was_training = model.training
-    model.eval()
     try:
-        full = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-        h = parts.trunk(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        split = parts.head(h).float()
+        with eval_mode(model):
+            full = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+            h = parts.trunk(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            split = parts.head(h).float()
         ok = split.shape == full.shape and torch.allclose(split, full, rtol=1e-3, atol=1e-3)
     except Exception:  # any architecture whose trunk cannot be called like this
         ok = False
-    finally:
-        model.train(was_training)
     if not ok:
         parts.trunk, parts.head = None, None
     return parts
@@ -249,10 +247,8 @@ def reads_last_token(model) -> bool:
         mask = torch.ones_like(ids)
         # bf16/fp16 weights round the two paths differently; float32 ones agree to 1e-6
         tol = 1e-4 if param is None or param.dtype == torch.float32 else 2e-2
-        was_training = model.training
-        model.eval()
         try:
-            with torch.autocast(device.type, enabled=False):
+            with eval_mode(model), torch.autocast(device.type, enabled=False):
                 fast = _scores_at_last_token(*parts, ids, mask).float()
                 try:
                     own = model(input_ids=ids, attention_mask=mask).logits.float()
@@ -262,8 +258,6 @@ def reads_last_token(model) -> bool:
                     ok = own.shape == fast.shape and torch.allclose(own, fast, rtol=tol, atol=tol)
         except Exception:
             ok = False
-        finally:
-            model.train(was_training)
     _READS_LAST_TOKEN[model] = ok
     return ok
 
