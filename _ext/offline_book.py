@@ -1,7 +1,7 @@
 """A small Sphinx extension for a book that reads well offline (loaded from _config.yml).
 
 - MathJax on every page, not only on pages whose Markdown has math: quiz outputs of
-  ``rlhf_lab.exercises`` carry ``\\( ... \\)`` in raw HTML, which Sphinx cannot see.
+  ``rlhf_lab.course.exercises`` carry ``\\( ... \\)`` in raw HTML, which Sphinx cannot see.
 - Each inline script once: sphinx-thebe registers its ``const THEBE_JS_URL = ...`` snippet twice
   under Jupyter Book 1, and the second copy throws "Identifier has already been declared".
 """

@@ -34,10 +34,10 @@ sys.path.insert(0, str(HERE))
 
 def build(args):
     import torch
+    from ppo_throughput import token_set_reward_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ppo_throughput import token_set_reward_model
-    from rlhf_lab.models import word_tokenizer
+    from rlhf_lab.course.models import word_tokenizer
 
     vocab = 1024 if args.smoke else GPT2Config().vocab_size
     tokenizer = word_tokenizer([f"w{i}" for i in range(vocab - 4)])  # 4 special tokens come first

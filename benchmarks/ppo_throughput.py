@@ -253,8 +253,8 @@ def worker_trl_learn(iterations: int, lr: float, threads: int, anchor_dir: Path,
     shutil.rmtree(outdir, ignore_errors=True)
     return {
         "impl": "trl", "iterations": iterations, "learning_rate": lr,
-        "scores": [round(l["objective/scores"], 6) for l in logs],
-        "kls": [round(l["objective/kl"], 6) for l in logs],
+        "scores": [round(log["objective/scores"], 6) for log in logs],
+        "kls": [round(log["objective/kl"], 6) for log in logs],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
     }
 
@@ -277,7 +277,7 @@ def wait_quiet(max_wait: float) -> float:
 
 def run_json(cmd, env) -> dict:
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
     if p.returncode != 0 or not lines:
         raise SystemExit(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n{p.stderr[-3000:]}")
     return json.loads(lines[-1])

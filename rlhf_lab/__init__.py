@@ -1,19 +1,27 @@
 """rlhf_lab: the policy-optimization half of RLHF as small, tested PyTorch functions.
 
-Modules (each teaches one piece of the course):
+The library (torch and transformers only):
 
-- ``divergence``      unit 1-2: the log-probability penalty and KL estimators
-- ``logprobs``        unit 2: per-token log-probabilities of a response under a causal LM
-- ``advantages``      unit 3/5: discounted returns, GAE, whitening
-- ``objectives``      unit 3-5: policy-gradient objective, RLHF loss, PPO clip and value losses
+- ``masked``          masked reductions and the input checks every function shares
+- ``divergence``      units 1-2: the log-probability penalty, per-token KL estimators, exact KL
+- ``logprobs``        unit 2: the batch layout and per-token log-probabilities under a causal LM
+- ``advantages``      units 3, 5: discounted returns, GAE, whitening
+- ``objectives``      units 3-5: policy-gradient objective, A2C, RLHF, PPO clip, value and DPO losses
 - ``optimal_policy``  unit 4: the closed-form optimum of the KL-regularized objective
 - ``kl_control``      unit 5: fixed and adaptive KL coefficients
-- ``derivations``     every derivation of the course, verified step by step with sympy
-- ``ppo``             a PPO trainer for any transformers causal LM
-- ``models``          tiny offline models and tokenizers, and SmolLM2-135M-Instruct loading
-- ``exercises``       auto-checkers and static quizzes used by the notebooks
+- ``sft``             unit 5: supervised fine-tuning on (prompt, response) demonstrations
+- ``reward_model``    unit 5: Bradley-Terry reward models and scoring with a one-label model
+- ``ppo``             unit 5: the trainer for any transformers causal LM (``PPOConfig``, ``PPOTrainer``)
+- ``plotting``        the training dashboard (needs matplotlib)
+- ``utils``           seeds, devices, eval mode
 
-Submodules are imported on demand so that ``import rlhf_lab`` stays cheap.
+For the course (the ``course`` extra: sympy, matplotlib, ipywidgets):
+
+- ``derivations``     every derivation of the course, verified step by step with sympy
+- ``course``          exercises, widgets, toy problems and tiny offline models
+
+The module map, with what each module holds, is the book's library page (``book/library.md``).
+Submodules are imported on demand, so ``import rlhf_lab`` stays cheap.
 """
 
 import importlib
@@ -21,9 +29,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "divergence", "logprobs", "advantages", "objectives", "optimal_policy", "kl_control",
-    "derivations", "ppo", "models", "exercises", "masked", "utils", "plotting", "widgets", "sft", "reward_model",
-    "tabular", "bandits", "toy_domain",
+    "masked", "divergence", "logprobs", "advantages", "objectives", "optimal_policy", "kl_control",
+    "sft", "reward_model", "ppo", "plotting", "utils", "derivations", "course",
 }
 
 

@@ -15,16 +15,11 @@ from typing import Optional
 
 import torch
 
-from .masked import as_mask, check_finite, check_same_shape
+from .masked import as_mask, check_finite, check_same_shape, zero_padding
 
 Tensor = torch.Tensor
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-def _zero_padding(x: Tensor, m: Tensor) -> Tensor:
-    """``x`` with padded positions replaced by 0 (a ``where``, not a product: 0·NaN is NaN)."""
-    return torch.where(m != 0, x, torch.zeros_like(x))
 
 
 def _pair(logp: Tensor, ref_logp: Tensor, mask: Optional[Tensor]):
@@ -37,7 +32,7 @@ def _pair(logp: Tensor, ref_logp: Tensor, mask: Optional[Tensor]):
     m = as_mask(mask, logp)
     check_finite("logp", logp, m)
     check_finite("ref_logp", ref_logp, m)
-    return _zero_padding(logp, m), _zero_padding(ref_logp.to(logp.dtype), m), m
+    return zero_padding(logp, m), zero_padding(ref_logp.to(logp.dtype), m), m
 
 
 def sequence_log_ratio(logp: Tensor, ref_logp: Tensor, mask: Optional[Tensor] = None) -> Tensor:

@@ -69,7 +69,11 @@ class FixedKLController:
 
 
 class AdaptiveKLController:
-    r"""Ziegler et al. (2019): :math:`\beta \leftarrow \beta\,(1 + \operatorname{clip}(\mathrm{KL}/\mathrm{KL}_{\text{target}} - 1, \pm 0.2)\cdot n_{\text{steps}}/\text{horizon})`.
+    r"""Ziegler et al. (2019):
+
+    .. math::
+        \beta \leftarrow \beta\,\big(1 + \operatorname{clip}(\mathrm{KL}/\mathrm{KL}_{\text{target}} - 1, \pm 0.2)
+        \cdot n_{\text{steps}}/\text{horizon}\big)
 
     Args:
         init_beta: starting :math:`\beta > 0` (a multiplicative rule cannot leave 0).

@@ -27,7 +27,7 @@ those samples under the policy that produced them, pass the same ``temperature``
 from __future__ import annotations
 
 import inspect
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 
@@ -120,6 +120,33 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     """
     pos = attention_mask.long().cumsum(dim=-1) - 1
     return pos.clamp_min(0)
+
+
+def _pad(token_lists, pad_id: int, device, left: bool) -> Tuple[Tensor, Tensor]:
+    lists = [list(t) for t in token_lists]
+    if not lists:
+        raise ValueError("token_lists is empty")
+    width = max(len(t) for t in lists)
+    ids = torch.full((len(lists), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(lists), width), dtype=torch.long)
+    for i, t in enumerate(lists):
+        if t:
+            cols = slice(width - len(t), width) if left else slice(0, len(t))
+            ids[i, cols] = torch.as_tensor(t, dtype=torch.long)
+            mask[i, cols] = 1
+    return ids.to(device), mask.to(device)
+
+
+def left_pad(token_lists, pad_id: int, device=None) -> Tuple[Tensor, Tensor]:
+    """Prompts of the batch layout: lists of token ids left-padded to a common length ``P``,
+    as ``(ids [B, P], mask [B, P])`` (long tensors; ``mask`` 1 on real tokens)."""
+    return _pad(token_lists, pad_id, device, left=True)
+
+
+def right_pad(token_lists, pad_id: int, device=None) -> Tuple[Tensor, Tensor]:
+    """Responses of the batch layout: lists of token ids right-padded to a common length ``T``,
+    as ``(ids [B, T], mask [B, T])``."""
+    return _pad(token_lists, pad_id, device, left=False)
 
 
 def _accepts(model, name: str) -> bool:

@@ -85,7 +85,7 @@ def check_scalar(name: str, value: float, *, positive: bool = False, nonnegative
 def masked_sum(x: Tensor, mask: Optional[Tensor] = None, dim=None) -> Tensor:
     """Σ mask·x over ``dim`` (all dims when ``None``), padded values zeroed first."""
     m = as_mask(mask, x)
-    xm = torch.where(m != 0, x, torch.zeros_like(x))
+    xm = zero_padding(x, m)
     return xm.sum() if dim is None else xm.sum(dim=dim)
 
 
@@ -102,7 +102,7 @@ def masked_var(x: Tensor, mask: Optional[Tensor] = None, unbiased: bool = True, 
     """Variance over the real tokens (Bessel-corrected by default, as TRL and OpenAI's lm-human-preferences)."""
     m = as_mask(mask, x, name)
     mean = masked_mean(x, m, name=name)
-    centered = torch.where(m != 0, x - mean, torch.zeros_like(x))
+    centered = zero_padding(x - mean, m)
     var = (centered**2).sum() / m.sum()
     if unbiased:
         n = m.sum()

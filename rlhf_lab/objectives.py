@@ -218,6 +218,40 @@ def value_loss(
     return 0.5 * masked_mean(err, m)
 
 
+def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tensor] = None, *,
+             advantages: Optional[Tensor] = None, vf_coef: float = 0.5) -> Tuple[Tensor, Dict[str, float]]:
+    r"""The advantage actor-critic (A2C) loss on ``[B, T]`` tensors (Mnih et al., 2016), to be
+    **minimized**: ``(loss, stats)``.
+
+    .. math::
+        \hat A_t = G_t - V(s_t), \qquad
+        \mathcal{L} = -L^{PG}(\theta) + c_V\,\tfrac12 \operatorname{mean}_t \big(V(s_t) - G_t\big)^2
+
+    with :math:`L^{PG}` = :func:`policy_gradient_objective` and the value term
+    :func:`value_loss` without clipping. The advantage is held constant (detached): the policy
+    term sends no gradient into the values. ``returns`` are the regression targets :math:`G_t`
+    (reward-to-go or bootstrapped); pass ``advantages`` to use another estimate (e.g. the TD
+    errors :math:`r_t + V(s_{t+1}) - V(s_t)`). ``vf_coef`` is :math:`c_V \ge 0`. Unit 3.
+
+    ``stats``: ``loss/policy``, ``loss/value`` and ``advantage_mean`` as Python floats.
+    """
+    check_token_tensor("logp", logp)
+    check_same_shape(logp=logp, values=values, returns=returns)
+    m = as_mask(mask, logp)
+    check_finite("returns", returns, m)
+    c_v = check_scalar("vf_coef", vf_coef, nonnegative=True)
+    if advantages is None:
+        advantages = zero_padding(returns, m) - zero_padding(values, m)
+    else:
+        check_same_shape(logp=logp, advantages=advantages)
+    policy = -policy_gradient_objective(logp, advantages, m)
+    critic = value_loss(values, values, returns, mask=m)
+    loss = policy + c_v * critic
+    stats = {"loss/policy": float(policy.detach()), "loss/value": float(critic.detach()),
+             "advantage_mean": float(masked_mean(zero_padding(advantages.detach(), m), m))}
+    return loss, stats
+
+
 def dpo_loss(
     logp_chosen: Tensor,
     logp_rejected: Tensor,

@@ -20,11 +20,14 @@ Only differences of scores are identified: adding a constant to :math:`r_\phi` c
 
 from __future__ import annotations
 
+import weakref
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from .logprobs import position_ids_from_mask
 from .utils import default_device, eval_mode, seeded_torch
 
 Tensor = torch.Tensor
@@ -64,6 +67,108 @@ def _as_triples(pairs: Sequence[Pair]) -> List[Tuple[str, str, str]]:
     return out
 
 
+# ------------------------------------------------------------------ scoring with a one-label model
+def scalar_head(model) -> nn.Module:
+    """The one-label head of a sequence-classification model (``score`` or ``classifier``)."""
+    for name in ("score", "classifier", "v_head", "value_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise ValueError(
+        f"{type(model).__name__} has no `score`/`classifier` head: pass a transformers "
+        "*ForSequenceClassification model with num_labels=1"
+    )
+
+
+_READS_LAST_TOKEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _trunk_and_scalar_head(model):
+    base = getattr(model, "base_model", None)
+    try:
+        head = scalar_head(model)
+    except ValueError:
+        return None
+    if base is None or base is model:
+        return None
+    return base, head
+
+
+def _scores_at_last_token(trunk, head, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    L = input_ids.shape[1]
+    cols = torch.arange(L, device=input_ids.device)
+    last = (cols * (attention_mask != 0)).argmax(dim=1)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    h = trunk(input_ids=input_ids, attention_mask=attention_mask,
+              position_ids=position_ids_from_mask(attention_mask), use_cache=False).last_hidden_state
+    return head(h[rows, last])
+
+
+@torch.no_grad()
+def reads_last_token(model) -> bool:
+    """Whether ``model`` scores a sequence with its one-label head on the hidden state of the last
+    token, as transformers' decoder classifiers (GPT-2, Llama, Qwen, ...) do; checked once per model
+    on a probe against the model's own forward. Encoder classifiers (BERT, RoBERTa, DeBERTa, ...)
+    pool the first token or the whole sequence instead: they answer ``False``."""
+    cached = _READS_LAST_TOKEN.get(model)
+    if cached is not None:
+        return cached
+    parts = _trunk_and_scalar_head(model)
+    ok = False
+    if parts is not None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        vocab = int(emb.weight.shape[0]) if emb is not None else int(getattr(getattr(model, "config", None), "vocab_size", 2))
+        pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+        ids = torch.randint(0, vocab, (1, 6), generator=torch.Generator().manual_seed(0))
+        if pad is not None:
+            ids[ids == pad] = (pad + 1) % vocab
+        ids = ids.to(device)
+        mask = torch.ones_like(ids)
+        # bf16/fp16 weights round the two paths differently; float32 ones agree to 1e-6
+        tol = 1e-4 if param is None or param.dtype == torch.float32 else 2e-2
+        try:
+            with eval_mode(model), torch.autocast(device.type, enabled=False):
+                fast = _scores_at_last_token(*parts, ids, mask).float()
+                try:
+                    own = model(input_ids=ids, attention_mask=mask).logits.float()
+                except Exception:  # a scoring module with no forward of its own: trunk + head is all it has
+                    ok = True
+                else:
+                    ok = own.shape == fast.shape and torch.allclose(own, fast, rtol=tol, atol=tol)
+        except Exception:
+            ok = False
+    _READS_LAST_TOKEN[model] = ok
+    return ok
+
+
+def right_aligned(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Move each row's real tokens (mask 1) to the front, in order, and the padding to the end:
+    the plain right-padded layout every model accepts (the trainer's rows are left-padded prompts
+    followed by right-padded responses)."""
+    order = torch.sort((attention_mask == 0).to(torch.int32), dim=1, stable=True).indices
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+def score_with_model(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Scores ``[B]`` of a one-label sequence-classification model. Gradients flow unless called
+    under ``torch.no_grad()`` (the PPO trainer does; reward-model training doesn't).
+
+    Decoder classifiers (see :func:`reads_last_token`) are read at each row's last real token,
+    with position ids from the mask, so left padding, padding inside a row and a pad token equal
+    to EOS are all handled. Any other classifier (an encoder that pools the first token, say) gets
+    its rows right-aligned (:func:`right_aligned`) and is scored by its own forward."""
+    if reads_last_token(reward_model):
+        out = _scores_at_last_token(*_trunk_and_scalar_head(reward_model), input_ids, attention_mask)
+    else:
+        ids, mask = right_aligned(input_ids, attention_mask)
+        out = reward_model(input_ids=ids, attention_mask=mask).logits
+    if out.dim() != 2 or out.shape[1] != 1:
+        raise ValueError(f"the reward model must have exactly one label, its output has shape {tuple(out.shape)}")
+    return out[:, 0].float()
+
+
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -71,9 +176,7 @@ def _device_of(model) -> torch.device:
 def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
                 grad: bool = False) -> Tensor:
     """Scores ``[N]`` of ``texts`` under a one-label sequence-classification model, read as
-    :func:`rlhf_lab.ppo.modeling.score_with_model` reads them (a decoder at the last real token)."""
-    from .ppo.modeling import score_with_model
-
+    :func:`score_with_model` reads them (a decoder at the last real token)."""
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token: set one, e.g. `tokenizer.pad_token = tokenizer.eos_token`")
     device = _device_of(model)
@@ -104,7 +207,8 @@ def train_reward_model(
     r"""Fit ``model`` to preference ``pairs`` by minimizing the Bradley–Terry loss.
 
     ``pairs``: ``(prompt, chosen, rejected)`` tuples or dicts with those keys; the texts scored
-    are ``prompt + chosen`` and ``prompt + rejected``. AdamW, shuffled minibatches; ``seed`` fixes the order and the dropout masks.
+    are ``prompt + chosen`` and ``prompt + rejected``. AdamW, shuffled minibatches; ``seed`` fixes the
+    order and the dropout masks.
     Returns one dict per optimizer step: ``loss``, ``accuracy`` (share of the minibatch ranked
     right), ``margin`` (mean :math:`r_w - r_l`), ``epoch``. The model is left in eval mode.
     """

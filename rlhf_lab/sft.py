@@ -23,13 +23,14 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .logprobs import position_ids_from_mask, sequence_logprobs
+from .logprobs import left_pad, position_ids_from_mask, right_pad, sequence_logprobs
+from .masked import masked_mean
 from .utils import default_device, seeded_torch
 
 Example = Union[Tuple[str, str], Mapping[str, str]]
 
 
-def _as_pairs(examples: Sequence[Example]) -> List[Tuple[str, str]]:
+def _as_examples(examples: Sequence[Example]) -> List[Tuple[str, str]]:
     out = []
     for i, e in enumerate(examples):
         if isinstance(e, Mapping):
@@ -48,8 +49,6 @@ def _as_pairs(examples: Sequence[Example]) -> List[Tuple[str, str]]:
 
 def encode_examples(tokenizer, pairs: Sequence[Tuple[str, str]], add_eos: bool = True, device=None):
     """``(input_ids, attention_mask, P)``: prompts left-padded to ``P``, responses right-padded."""
-    from .ppo.rollout import left_pad
-
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token: set one, e.g. `tokenizer.pad_token = tokenizer.eos_token`")
     if add_eos and tokenizer.eos_token_id is None:
@@ -64,15 +63,8 @@ def encode_examples(tokenizer, pairs: Sequence[Tuple[str, str]], add_eos: bool =
     if add_eos:
         responses = [list(r) + [tokenizer.eos_token_id] for r in responses]
     pid, pmask = left_pad(prompts, tokenizer.pad_token_id, device)
-    T = max(len(r) for r in responses)
-    rid = torch.full((len(pairs), T), tokenizer.pad_token_id, dtype=torch.long)
-    rmask = torch.zeros((len(pairs), T), dtype=torch.long)
-    for i, r in enumerate(responses):
-        rid[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        rmask[i, : len(r)] = 1
-    ids = torch.cat([pid, rid.to(pid.device)], dim=1)
-    mask = torch.cat([pmask, rmask.to(pid.device)], dim=1)
-    return ids, mask, pid.shape[1]
+    rid, rmask = right_pad(responses, tokenizer.pad_token_id, device)
+    return torch.cat([pid, rid], dim=1), torch.cat([pmask, rmask], dim=1), pid.shape[1]
 
 
 def sft_loss(model, input_ids, attention_mask, response_start: int, prompt_loss: bool = False) -> torch.Tensor:
@@ -86,10 +78,9 @@ def sft_loss(model, input_ids, attention_mask, response_start: int, prompt_loss:
         logp = sequence_logprobs(model, input_ids, attention_mask, 1)
         first = position_ids_from_mask(attention_mask)[:, 1:] == 0  # a row's first real token has no context
         m = (attention_mask[:, 1:].bool() & ~first).to(logp.dtype)
-    n_targets = m.sum()
-    if not bool(n_targets > 0):
+    if not bool(m.sum() > 0):
         raise ValueError("attention_mask selects no target token (every response is empty)")
-    return -(logp * m).sum() / n_targets
+    return -masked_mean(logp, m)
 
 
 def sft(
@@ -117,7 +108,7 @@ def sft(
     """
     from tqdm.auto import tqdm
 
-    pairs = _as_pairs(examples)
+    pairs = _as_examples(examples)
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")

@@ -2,8 +2,8 @@
 
 Kept small on purpose; other test files may use them:
 
-- ``word_tok``: :func:`rlhf_lab.models.word_tokenizer` (left padding, ``<pad>`` id 0).
-- ``tiny_lm``: :func:`rlhf_lab.models.tiny_causal_lm` on ``word_tok`` (2 layers, width 32),
+- ``word_tok``: :func:`rlhf_lab.course.models.word_tokenizer` (left padding, ``<pad>`` id 0).
+- ``tiny_lm``: :func:`rlhf_lab.course.models.tiny_causal_lm` on ``word_tok`` (2 layers, width 32),
   in eval mode. Session-scoped: do not train it in place (``copy.deepcopy`` it first).
 - ``float_dtype``: parametrized over float32 and float64.
 - ``device``: CPU, plus CUDA when available (CUDA cases skip otherwise).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 

@@ -1,4 +1,4 @@
-"""Tests of rlhf_lab.bandits against independent computations (autograd, enumeration, loops)."""
+"""Tests of rlhf_lab.course.bandits against independent computations (autograd, enumeration, loops)."""
 
 import itertools
 
@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from rlhf_lab.advantages import discounted_returns
-from rlhf_lab.bandits import (EpisodicMDP, a2c_loss, episode_gradients, gradient_variance,
-                              softmax_pg_gradient, softmax_score)
+from rlhf_lab.course.bandits import (
+    EpisodicMDP,
+    episode_gradients,
+    gradient_variance,
+    softmax_pg_gradient,
+    softmax_score,
+)
+from rlhf_lab.objectives import a2c_loss
 
 
 def test_softmax_score_matches_autograd():

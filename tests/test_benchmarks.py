@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_lab.ppo.modeling import score_with_model
+from rlhf_lab.reward_model import score_with_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -416,7 +416,7 @@ def test_quizzes_give_feedback_without_a_kernel(reader, html_dir):
                 check[kind](reader.page, quiz)
                 seen[kind] += 1
     assert not reader.problems, reader.problems
-    assert seen["rlhf-mc"] >= 1, "the book has no multiple-choice quiz (rlhf_lab.exercises)"
+    assert seen["rlhf-mc"] >= 1, "the book has no multiple-choice quiz (rlhf_lab.course.exercises)"
 
 
 @pytest.mark.browser

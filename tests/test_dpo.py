@@ -17,9 +17,9 @@ def test_at_the_optimal_policy_dpo_is_the_bradley_terry_loss_of_the_true_reward(
     beta = 0.7
     pi_star = optimal_policy(ref, reward, beta)
     w = torch.tensor([0, 1, 2, 5, 6])
-    l = torch.tensor([3, 4, 6, 0, 1])
-    got = dpo_loss(pi_star.log()[w], pi_star.log()[l], ref.log()[w], ref.log()[l], beta)
-    bt = sum(-math.log(1 / (1 + math.exp(-(float(reward[i]) - float(reward[j]))))) for i, j in zip(w, l)) / len(w)
+    lose = torch.tensor([3, 4, 6, 0, 1])
+    got = dpo_loss(pi_star.log()[w], pi_star.log()[lose], ref.log()[w], ref.log()[lose], beta)
+    bt = sum(-math.log(1 / (1 + math.exp(-(float(reward[i]) - float(reward[j]))))) for i, j in zip(w, lose)) / len(w)
     assert float(got) == pytest.approx(bt, rel=1e-12)
 
 

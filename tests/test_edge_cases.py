@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from rlhf_lab.bandits import a2c_loss
+from rlhf_lab.course import toy_domain as td
+from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
+from rlhf_lab.course.tabular import TreeMDP
 from rlhf_lab.divergence import categorical_kl
 from rlhf_lab.kl_control import AdaptiveKLController
-from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+from rlhf_lab.objectives import a2c_loss
 from rlhf_lab.ppo import PPOConfig
 from rlhf_lab.sft import sft, sft_loss
-from rlhf_lab.tabular import TreeMDP
-from rlhf_lab import toy_domain as td
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""rlhf_lab.exercises: the live checkers and the static quizzes' HTML.
+"""rlhf_lab.course.exercises: the live checkers and the static quizzes' HTML.
 
 The quizzes' behaviour in a browser (clicking, typing, MathJax) is tested in test_book.py.
 """
@@ -13,8 +13,8 @@ import pytest
 import sympy as sp
 import torch
 
-from rlhf_lab import exercises as ex
-from rlhf_lab.exercises import (
+from rlhf_lab.course import exercises as ex
+from rlhf_lab.course.exercises import (
     PLACEHOLDER_MESSAGE,
     check_choice,
     check_expression,

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 from rlhf_lab.logprobs import position_ids_from_mask, sequence_logprobs
-from rlhf_lab.models import word_tokenizer, tiny_causal_lm
 from rlhf_lab.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.ppo.rewards import TargetWordReward
 from rlhf_lab.ppo.rollout import Rollout
@@ -305,7 +305,7 @@ def test_config_uses_trl_names():
 def test_a_callers_reference_is_not_frozen_and_a_frozen_policy_is_refused():
     import copy
 
-    from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+    from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
     from rlhf_lab.ppo import PPOConfig, PPOTrainer
 
     tok = word_tokenizer()

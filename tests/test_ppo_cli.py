@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from rlhf_lab.plotting import load_metrics, plot_dashboard
 from rlhf_lab.ppo.__main__ import main
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,11 +30,11 @@ def test_cli_runs_logs_checkpoints_and_resumes(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(RUN.format(iterations=2, out=out))
     assert main(["--config", str(cfg)]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [m["iteration"] for m in lines] == [1, 2]
     assert (out / "checkpoint.pt").is_file()
     assert main(["--config", str(cfg), "--iterations", "3"]) == 0  # resumes: one more iteration
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [m["iteration"] for m in lines] == [3]
     assert [m["iteration"] for m in load_metrics(out / "metrics.jsonl")] == [1, 2, 3]
 

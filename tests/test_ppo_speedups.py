@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 from rlhf_lab.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.ppo import rollout as rollout_module
 from rlhf_lab.ppo.modeling import TanhGELU, fuse_tanh_gelu

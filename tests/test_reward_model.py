@@ -9,9 +9,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from rlhf_lab.models import word_tokenizer
+from rlhf_lab.course.models import word_tokenizer
 from rlhf_lab.reward_model import bradley_terry_loss, reward_accuracy, score_texts, train_reward_model
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 from rlhf_lab.ppo import PPOConfig, PPOTrainer
-from rlhf_lab.ppo.modeling import reads_last_token, right_aligned, score_with_model
+from rlhf_lab.reward_model import reads_last_token, right_aligned, score_with_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_lab.models import tiny_causal_lm, word_tokenizer
+from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 from rlhf_lab.sft import encode_examples, sft, sft_loss
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rlhf_lab.tabular import TreeMDP, tabular_policy_from_probs
+from rlhf_lab.course.tabular import TreeMDP, tabular_policy_from_probs
 
 
 def _prefix_rows(tree):

@@ -10,8 +10,7 @@ import random
 
 import pytest
 
-from rlhf_lab import toy_domain as td
-
+from rlhf_lab.course import toy_domain as td
 
 # -- the vocabulary and the grammar --------------------------------------------------------------
 

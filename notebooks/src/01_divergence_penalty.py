@@ -51,9 +51,9 @@ from IPython.display import Markdown, display
 
 from rlhf_lab.derivations import divergence_penalty
 from rlhf_lab.divergence import kl_estimate, sequence_log_ratio
-from rlhf_lab.exercises import (check_choice, check_function, check_number, multiple_choice,
+from rlhf_lab.course.exercises import (check_choice, check_function, check_number, multiple_choice,
                                 numeric_quiz)
-from rlhf_lab.tabular import TreeMDP
+from rlhf_lab.course.tabular import TreeMDP
 from rlhf_lab.utils import default_device, set_seed
 
 set_seed(0)
@@ -128,7 +128,7 @@ divergence_penalty.single_trajectory_penalty().show()
 # then the second word given the first, so a trajectory is a two-word sentence and there are
 # $3^2 = 9$ of them. The state is the prefix written so far, exactly as in a language model, and
 # the probability of a sentence is the product of its two step probabilities.
-# `rlhf_lab.tabular.TreeMDP` enumerates the trajectories, computes their exact probabilities and
+# `rlhf_lab.course.tabular.TreeMDP` enumerates the trajectories, computes their exact probabilities and
 # samples them step by step, as a rollout would.
 #
 # The reference $\pi_{\mathrm{ref}}$ is a random tabular policy; the current policy $\pi_\theta$
@@ -325,7 +325,7 @@ def draw_penalized(beta, ax):
 # %% tags=["remove-output"]
 import ipywidgets as widgets
 
-from rlhf_lab.widgets import live_figure
+from rlhf_lab.course.widgets import live_figure
 
 live_figure(draw_penalized, widgets.FloatLogSlider(value=0.3, base=10, min=-2, max=1, step=0.05,
                                                    description="β"))

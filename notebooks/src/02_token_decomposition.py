@@ -54,10 +54,10 @@ from IPython.display import HTML, Markdown, display
 
 from rlhf_lab.derivations import token_decomposition
 from rlhf_lab.divergence import categorical_kl, kl_estimate, sequence_log_ratio
-from rlhf_lab.exercises import (check_choice, check_function, check_number, multiple_choice,
+from rlhf_lab.course.exercises import (check_choice, check_function, check_number, multiple_choice,
                                 numeric_quiz)
 from rlhf_lab.logprobs import response_logits, sequence_logprobs, token_logprobs
-from rlhf_lab.models import load_smollm2, tiny_causal_lm, word_tokenizer
+from rlhf_lab.course.models import load_smollm2, tiny_causal_lm, word_tokenizer
 from rlhf_lab.utils import default_device, set_seed
 
 set_seed(0)
@@ -363,7 +363,7 @@ def draw_temperature(temperature, ax):
 # %% tags=["remove-output"]
 import ipywidgets as widgets
 
-from rlhf_lab.widgets import live_figure
+from rlhf_lab.course.widgets import live_figure
 
 live_figure(draw_temperature, widgets.FloatSlider(value=1.0, min=0.3, max=3.0, step=0.1,
                                                   description="temperature"),

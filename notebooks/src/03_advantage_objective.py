@@ -53,12 +53,12 @@ import torch
 from IPython.display import Markdown, display
 
 from rlhf_lab.advantages import discounted_returns
-from rlhf_lab.bandits import EpisodicMDP, a2c_loss, episode_gradients, gradient_variance, softmax_pg_gradient
+from rlhf_lab.course.bandits import EpisodicMDP, episode_gradients, gradient_variance, softmax_pg_gradient
 from rlhf_lab.derivations import advantage_objective
-from rlhf_lab.exercises import check_function, multiple_choice, numeric_quiz, ordering_quiz
+from rlhf_lab.course.exercises import check_function, multiple_choice, numeric_quiz, ordering_quiz
 from rlhf_lab.logprobs import sequence_logprobs
-from rlhf_lab.models import encode_batch, tiny_causal_lm, word_tokenizer
-from rlhf_lab.objectives import policy_gradient_objective
+from rlhf_lab.course.models import encode_batch, tiny_causal_lm, word_tokenizer
+from rlhf_lab.objectives import a2c_loss, policy_gradient_objective
 from rlhf_lab.utils import default_device, set_seed
 
 set_seed(0)
@@ -253,7 +253,7 @@ advantage_objective.three_action_example().show()
 #
 # There is a third view. If the advantages really are advantages of the current policy, their
 # policy-weighted mean is zero; the *expected* gradient of $\sum_a \pi_\theta(a) A(a)$ is then
-# $\pi_\theta(k) A(k)$ per logit (`rlhf_lab.bandits.softmax_pg_gradient`), which is exactly zero
+# $\pi_\theta(k) A(k)$ per logit (`rlhf_lab.course.bandits.softmax_pg_gradient`), which is exactly zero
 # for the zero-advantage action. With $\pi_\theta = (0.2, 0.4, 0.4)$ the advantages
 # $(+2, -1, 0)$ average to zero:
 
@@ -300,7 +300,7 @@ plt.show()
 #
 # All the weights of section 2 give the same *expected* gradient; they differ in how noisy one
 # sample of it is. To see how much, we need a problem where the true gradient is known.
-# `rlhf_lab.bandits.EpisodicMDP` is a random MDP with 5 states, 3 actions and 10 steps per
+# `rlhf_lab.course.bandits.EpisodicMDP` is a random MDP with 5 states, 3 actions and 10 steps per
 # episode. Every reward is $5 + u$ with $u \in [0, 1]$ plus a little noise: the constant 5 changes
 # nothing about which policy is best, but it makes every return large and positive, the
 # situation of a reward model whose scores are all around some offset. The expected return
@@ -368,7 +368,7 @@ assert variances["G_t − V(s_t) (true value)"] < 0.01 * variances["reward-to-go
 # $$
 #
 # the policy loss (the negative advantage objective) plus a value regression
-# (`rlhf_lab.bandits.a2c_loss`, with $c_v$ = `vf_coef`). The advantage is *detached*: the policy
+# (`rlhf_lab.objectives.a2c_loss`, with $c_v$ = `vf_coef`). The advantage is *detached*: the policy
 # term must not push the value function, and the value term must not push the policy.
 # REINFORCE is the same loop with $A_t = G_t$ and no value function. Both use plain SGD with the
 # same learning rate.
@@ -589,7 +589,7 @@ assert np.mean(mean_reward[-5:]) > np.mean(mean_reward[:5]) + 1.0
 # %% tags=["remove-output"]
 import ipywidgets as widgets
 
-from rlhf_lab.widgets import live_figure
+from rlhf_lab.course.widgets import live_figure
 
 def draw_explore(a1, a2, a3, eta, ax):
     draw_paths([a1, a2, a3], ax, eta=eta)
@@ -857,7 +857,7 @@ multiple_choice(
 #
 # Write `my_pg_gradient(logits, advantages)`, the **exact expected** policy gradient of a softmax
 # bandit, $\partial/\partial\theta_k\sum_a\pi_\theta(a)A(a)$, for logits and advantages on the last
-# axis. It is checked against `rlhf_lab.bandits.softmax_pg_gradient`.
+# axis. It is checked against `rlhf_lab.course.bandits.softmax_pg_gradient`.
 # ```
 
 # %%
@@ -895,7 +895,7 @@ ok = check_function(my_pg_gradient, softmax_pg_gradient, cases, name="my_pg_grad
 # Write the A2C loss `my_a2c_loss(logp, values, returns)` for tensors of shape `[B, T]` (no
 # padding): the policy loss $-\frac1B\sum_b\sum_t \log\pi\,(G_t - V_t)$ with the advantage
 # **detached**, plus $\frac12\cdot\frac{1}{BT}\sum_{b,t}(V_t - G_t)^2$ (value coefficient 1).
-# It is checked against `rlhf_lab.bandits.a2c_loss(logp, values, returns, vf_coef=1.0)[0]`.
+# It is checked against `rlhf_lab.objectives.a2c_loss(logp, values, returns, vf_coef=1.0)[0]`.
 # What goes wrong if you forget to detach the advantage?
 # ```
 

@@ -54,7 +54,7 @@ from IPython.display import Markdown, display
 
 from rlhf_lab.derivations import kl_derivation
 from rlhf_lab.divergence import categorical_kl
-from rlhf_lab.exercises import (check_function, check_number, multiple_choice, numeric_quiz,
+from rlhf_lab.course.exercises import (check_function, check_number, multiple_choice, numeric_quiz,
                                 ordering_quiz)
 from rlhf_lab.objectives import rlhf_loss
 from rlhf_lab.optimal_policy import log_partition, optimal_policy, regularized_value
@@ -244,7 +244,7 @@ def draw_beta(beta, axes):
 # %% tags=["remove-output"]
 import ipywidgets as widgets
 
-from rlhf_lab.widgets import live_figure
+from rlhf_lab.course.widgets import live_figure
 
 live_figure(draw_beta, widgets.FloatLogSlider(value=0.5, base=10, min=-1.5, max=1.5, step=0.05,
                                               description="β"),

@@ -55,10 +55,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from rlhf_lab import toy_domain as td
+from rlhf_lab.course import toy_domain as td
 from rlhf_lab.advantages import discounted_returns, gae, whiten
 from rlhf_lab.derivations import ppo_objective
-from rlhf_lab.exercises import (check_choice, check_function, check_number, multiple_choice,
+from rlhf_lab.course.exercises import (check_choice, check_function, check_number, multiple_choice,
                                 numeric_quiz, ordering_quiz)
 from rlhf_lab.objectives import per_token_rewards, ppo_clip_loss, rlhf_loss, value_loss
 from rlhf_lab.utils import default_device, set_seed
@@ -246,7 +246,7 @@ print("whitened over real tokens:\n", whiten(adv, mask=mask).numpy().round(3))
 # %%
 import ipywidgets as widgets
 
-from rlhf_lab.widgets import live_figure
+from rlhf_lab.course.widgets import live_figure
 
 toy_rewards = torch.tensor([[-0.02, -0.05, 0.01, -0.03, -0.06, -0.01, -0.04, -0.02, -0.03, 1.0 - 0.05]])
 toy_values = torch.tensor([[0.20, 0.28, 0.25, 0.35, 0.33, 0.45, 0.42, 0.50, 0.55, 0.60]])  # too low, and bumpy
@@ -384,7 +384,7 @@ plt.show()
 #
 # To run the whole pipeline on a CPU we need a language small enough to learn in seconds and a
 # notion of "good answer" we can compute exactly, so that we can check what the reward model and
-# PPO learned against the truth. `rlhf_lab.toy_domain` provides both:
+# PPO learned against the truth. `rlhf_lab.course.toy_domain` provides both:
 #
 # - **prompts** ask about one of twelve topics: "tell me about the cat .", "describe the moon .";
 # - a **grammar** of short, fluent answers ("the cat is warm and happy .") with adjectives of
@@ -425,7 +425,7 @@ for prompt, response in td.sft_corpus(4, seed=1):
 # grow by themselves.
 
 # %%
-from rlhf_lab.models import count_parameters, tiny_causal_lm
+from rlhf_lab.course.models import count_parameters, tiny_causal_lm
 
 SIZES = dict(
     n_layer=4 if ON_GPU else 2,
@@ -451,7 +451,7 @@ print(f"vocabulary: {len(tok)} tokens, policy: {count_parameters(policy):,} para
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (sampled text: a change in the last digit of a logit can flip a sampled token)
-from rlhf_lab.models import encode_batch
+from rlhf_lab.course.models import encode_batch
 
 
 @torch.no_grad()
@@ -889,7 +889,7 @@ assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from rlhf_lab.models import load_smollm2
+from rlhf_lab.course.models import load_smollm2
 
 t0 = time.perf_counter()
 smol, smol_tok = load_smollm2(device=DEVICE)     # silences the GGUF progress bar itself

@@ -44,8 +44,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import sympy as sp
 from sympy.core.function import AppliedUndef, UndefinedFunction
 from sympy.core.relational import Relational
-from sympy.tensor.indexed import Indexed
 from sympy.simplify.simplify import sum_simplify
+from sympy.tensor.indexed import Indexed
 
 __all__ = [
     "DerivationError",
@@ -69,7 +69,7 @@ class DerivationError(AssertionError):
         self.reason = reason
 
 
-def _as_pairs(subs: Mapping | Iterable | None) -> tuple:
+def _as_items(subs: Mapping | Iterable | None) -> tuple:
     if subs is None:
         return ()
     if isinstance(subs, Mapping):
@@ -137,9 +137,9 @@ class Step:
     def replace(self, **changes) -> "Step":
         """A copy of this step with some fields changed (``subs``/``domain`` may be dicts)."""
         if "subs" in changes:
-            changes["subs"] = _as_pairs(changes["subs"])
+            changes["subs"] = _as_items(changes["subs"])
         if "domain" in changes:
-            changes["domain"] = _as_pairs(changes["domain"])
+            changes["domain"] = _as_items(changes["domain"])
         for key in ("lhs", "rhs", "condition"):
             if key in changes:   # as equal()/then()/holds() do: matrices become immutable
                 changes[key] = _freeze(changes[key])
@@ -182,7 +182,7 @@ def _freeze(x):
 
 def _make(kind, reason, *, lhs=None, rhs=None, condition=None, subs=None, domain=None, **kw):
     return Step(kind=kind, reason=reason, lhs=_freeze(lhs), rhs=_freeze(rhs),
-                condition=_freeze(condition), subs=_as_pairs(subs), domain=_as_pairs(domain),
+                condition=_freeze(condition), subs=_as_items(subs), domain=_as_items(domain),
                 **kw)
 
 

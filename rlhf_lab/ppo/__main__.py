@@ -41,7 +41,7 @@ def _load_yaml(path: Path) -> dict:
 
 
 def build_policy(spec: dict):
-    from ..models import load_smollm2, tiny_causal_lm, word_tokenizer
+    from ..course.models import load_smollm2, tiny_causal_lm, word_tokenizer
 
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError("policy must be a mapping with exactly one of: tiny, smollm2, name_or_path")
@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     if "prompts_file" in run:
         base = a.config.parent
         pf = Path(run["prompts_file"])
-        prompts = [l.rstrip("\n") for l in (pf if pf.is_absolute() else base / pf).read_text().splitlines() if l.strip()]
+        text = (pf if pf.is_absolute() else base / pf).read_text()
+        prompts = [line.rstrip("\n") for line in text.splitlines() if line.strip()]
     else:
         prompts = list(run.get("prompts") or [])
     if not prompts:

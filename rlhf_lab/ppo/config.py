@@ -8,7 +8,7 @@ the course's :math:`\\beta`, ``cliprange`` its :math:`\\varepsilon`, ``gamma``/`
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 _DTYPES = ("float32", "bfloat16", "float16")

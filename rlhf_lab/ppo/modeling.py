@@ -1,4 +1,4 @@
-"""The model plumbing of the PPO trainer: trunk/head split, value heads and reward scoring.
+"""The model plumbing of the PPO trainer: trunk/head split and value heads.
 
 Every forward here follows the batch layout of :mod:`rlhf_lab.logprobs`: prompts left-padded to a
 common length ``P``, responses right-padded after EOS, position ids ``cumsum(mask) - 1``.
@@ -13,13 +13,13 @@ logits (soft-capping, scaling) fall back to the model's own forward.
 from __future__ import annotations
 
 import copy
-import weakref
 from typing import Optional
 
 import torch
 from torch import nn
 
 from ..logprobs import position_ids_from_mask, response_logits
+from ..reward_model import scalar_head
 from ..utils import eval_mode
 
 Tensor = torch.Tensor
@@ -156,18 +156,6 @@ def new_value_head(width: int) -> nn.Linear:
     return head
 
 
-def scalar_head(model) -> nn.Module:
-    """The one-label head of a sequence-classification model (``score`` or ``classifier``)."""
-    for name in ("score", "classifier", "v_head", "value_head"):
-        head = getattr(model, name, None)
-        if isinstance(head, nn.Module):
-            return head
-    raise ValueError(
-        f"{type(model).__name__} has no `score`/`classifier` head: pass a transformers "
-        "*ForSequenceClassification model with num_labels=1"
-    )
-
-
 class ValueModel(nn.Module):
     r"""A separate value network :math:`V_\phi(s_t)` for every response position.
 
@@ -197,92 +185,3 @@ class ValueModel(nn.Module):
                          position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         h = out.last_hidden_state[:, response_start - 1 : -1]
         return self.head(h).squeeze(-1).float()
-
-
-_READS_LAST_TOKEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _trunk_and_scalar_head(model):
-    base = getattr(model, "base_model", None)
-    try:
-        head = scalar_head(model)
-    except ValueError:
-        return None
-    if base is None or base is model:
-        return None
-    return base, head
-
-
-def _scores_at_last_token(trunk, head, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    L = input_ids.shape[1]
-    cols = torch.arange(L, device=input_ids.device)
-    last = (cols * (attention_mask != 0)).argmax(dim=1)
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-    h = trunk(input_ids=input_ids, attention_mask=attention_mask,
-              position_ids=position_ids_from_mask(attention_mask), use_cache=False).last_hidden_state
-    return head(h[rows, last])
-
-
-@torch.no_grad()
-def reads_last_token(model) -> bool:
-    """Whether ``model`` scores a sequence with its one-label head on the hidden state of the last
-    token, as transformers' decoder classifiers (GPT-2, Llama, Qwen, ...) do; checked once per model
-    on a probe against the model's own forward. Encoder classifiers (BERT, RoBERTa, DeBERTa, ...)
-    pool the first token or the whole sequence instead: they answer ``False``."""
-    cached = _READS_LAST_TOKEN.get(model)
-    if cached is not None:
-        return cached
-    parts = _trunk_and_scalar_head(model)
-    ok = False
-    if parts is not None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-        vocab = int(emb.weight.shape[0]) if emb is not None else int(getattr(getattr(model, "config", None), "vocab_size", 2))
-        pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-        ids = torch.randint(0, vocab, (1, 6), generator=torch.Generator().manual_seed(0))
-        if pad is not None:
-            ids[ids == pad] = (pad + 1) % vocab
-        ids = ids.to(device)
-        mask = torch.ones_like(ids)
-        # bf16/fp16 weights round the two paths differently; float32 ones agree to 1e-6
-        tol = 1e-4 if param is None or param.dtype == torch.float32 else 2e-2
-        try:
-            with eval_mode(model), torch.autocast(device.type, enabled=False):
-                fast = _scores_at_last_token(*parts, ids, mask).float()
-                try:
-                    own = model(input_ids=ids, attention_mask=mask).logits.float()
-                except Exception:  # a scoring module with no forward of its own: trunk + head is all it has
-                    ok = True
-                else:
-                    ok = own.shape == fast.shape and torch.allclose(own, fast, rtol=tol, atol=tol)
-        except Exception:
-            ok = False
-    _READS_LAST_TOKEN[model] = ok
-    return ok
-
-
-def right_aligned(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Move each row's real tokens (mask 1) to the front, in order, and the padding to the end:
-    the plain right-padded layout every model accepts (the trainer's rows are left-padded prompts
-    followed by right-padded responses)."""
-    order = torch.sort((attention_mask == 0).to(torch.int32), dim=1, stable=True).indices
-    return input_ids.gather(1, order), attention_mask.gather(1, order)
-
-
-def score_with_model(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Scores ``[B]`` of a one-label sequence-classification model. Gradients flow unless called
-    under ``torch.no_grad()`` (the PPO trainer does; reward-model training doesn't).
-
-    Decoder classifiers (see :func:`reads_last_token`) are read at each row's last real token,
-    with position ids from the mask, so left padding, padding inside a row and a pad token equal
-    to EOS are all handled. Any other classifier (an encoder that pools the first token, say) gets
-    its rows right-aligned (:func:`right_aligned`) and is scored by its own forward."""
-    if reads_last_token(reward_model):
-        out = _scores_at_last_token(*_trunk_and_scalar_head(reward_model), input_ids, attention_mask)
-    else:
-        ids, mask = right_aligned(input_ids, attention_mask)
-        out = reward_model(input_ids=ids, attention_mask=mask).logits
-    if out.dim() != 2 or out.shape[1] != 1:
-        raise ValueError(f"the reward model must have exactly one label, its output has shape {tuple(out.shape)}")
-    return out[:, 0].float()

@@ -46,18 +46,6 @@ class Rollout:
     ended: Tensor  # [B] bool: the row emitted the stop token
 
 
-def left_pad(token_lists, pad_id: int, device) -> tuple[Tensor, Tensor]:
-    """Left-pad lists of token ids to a common length: ``(ids [B, P], mask [B, P])``."""
-    P = max(len(t) for t in token_lists)
-    ids = torch.full((len(token_lists), P), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_lists), P), dtype=torch.long)
-    for i, t in enumerate(token_lists):
-        if len(t):
-            ids[i, P - len(t):] = torch.as_tensor(t, dtype=torch.long)
-            mask[i, P - len(t):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
     r"""One draw per row from :math:`\operatorname{softmax}(\text{logits})`: ``[B, V] -> [B]``.
 

@@ -22,8 +22,6 @@ import copy
 import csv
 import hashlib
 import json
-import math
-import os
 import random
 import time
 from pathlib import Path
@@ -36,9 +34,10 @@ from torch import nn
 from ..advantages import gae, whiten
 from ..divergence import sequence_log_ratio
 from ..kl_control import AdaptiveKLController, FixedKLController
-from ..logprobs import entropy_from_logits, response_logits, token_logprobs
+from ..logprobs import entropy_from_logits, left_pad, response_logits, token_logprobs
 from ..masked import masked_mean
 from ..objectives import per_token_rewards, ppo_clip_loss, value_loss
+from ..reward_model import score_with_model
 from ..utils import default_device
 from .checkpoint import atomic_torch_save, load_checkpoint
 from .config import PPOConfig
@@ -50,10 +49,9 @@ from .modeling import (
     model_vocab_size,
     new_value_head,
     policy_forward,
-    score_with_model,
     split_causal_lm,
 )
-from .rollout import Rollout, left_pad, sample
+from .rollout import Rollout, sample
 
 Tensor = torch.Tensor
 RewardFn = Callable[[List[str], List[str]], Sequence[float]]

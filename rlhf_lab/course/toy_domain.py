@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .masked import check_scalar
+from ..masked import check_scalar
 
 __all__ = [
     "TOPICS", "POSITIVE", "NEGATIVE", "NEUTRAL", "VERBS", "PROMPT_FORMS", "VOCAB",

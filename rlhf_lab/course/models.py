@@ -118,10 +118,6 @@ def smollm2_gguf_path() -> Optional[Path]:
     return files[0] if files else None
 
 
-def smollm2_available() -> bool:
-    return smollm2_gguf_path() is not None
-
-
 @contextlib.contextmanager
 def _silent_gguf_progress():
     try:

@@ -11,8 +11,8 @@ the policy gradient instead of trusting it:
   programming (differentiable, so autograd gives the true ∇J), and episodes are sampled in a
   batch, so Monte-Carlo gradient estimates (:func:`episode_gradients`) can be compared with the
   truth: their mean (unbiasedness) and their spread (:func:`gradient_variance`);
-- the **A2C loss** (:func:`a2c_loss`): the policy-gradient loss with advantages
-  A_t = G_t − V(s_t) from a learned value baseline, plus the value regression ½(V(s_t) − G_t)².
+- the A2C loss that unit 3 trains the MDP with is a general loss and lives in the library:
+  :func:`rlhf_lab.objectives.a2c_loss`.
 
 Example::
 
@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .masked import as_mask, check_finite, check_same_shape, check_scalar, masked_mean, masked_sum, zero_padding
+from ..masked import check_finite, check_same_shape, check_scalar
 
 Tensor = torch.Tensor
 
@@ -37,10 +37,9 @@ __all__ = [
     "softmax_score",
     "softmax_pg_gradient",
     "EpisodicMDP",
-    "Rollout",
+    "EpisodeBatch",
     "episode_gradients",
     "gradient_variance",
-    "a2c_loss",
 ]
 
 
@@ -101,7 +100,7 @@ def softmax_pg_gradient(logits: Tensor, advantages: Tensor) -> Tensor:
 # a tabular episodic MDP
 # ---------------------------------------------------------------------------------------------
 
-class Rollout(NamedTuple):
+class EpisodeBatch(NamedTuple):
     """A batch of episodes: ``states``, ``actions`` (long) and ``rewards`` (float), each ``[N, H]``."""
 
     states: Tensor
@@ -198,7 +197,7 @@ class EpisodicMDP:
         V, _ = self.q_values(logits)
         return (self.initial.to(V) * V[0]).sum()
 
-    def rollout(self, logits: Tensor, n: int, generator: Optional[torch.Generator] = None) -> Rollout:
+    def rollout(self, logits: Tensor, n: int, generator: Optional[torch.Generator] = None) -> EpisodeBatch:
         """Sample ``n`` episodes with the policy (no gradient flows through sampling)."""
         logits = self._logits(logits)
         if int(n) < 1:
@@ -218,7 +217,7 @@ class EpisodicMDP:
             states[:, t], actions[:, t], rewards[:, t] = s, a, r
             s = torch.multinomial(P[s, a], 1, generator=generator).squeeze(1)
         dev = logits.device
-        return Rollout(states.to(dev), actions.to(dev), rewards.to(dev, logits.dtype))
+        return EpisodeBatch(states.to(dev), actions.to(dev), rewards.to(dev, logits.dtype))
 
 
 def episode_gradients(logits: Tensor, states: Tensor, actions: Tensor, weights: Tensor) -> Tensor:
@@ -226,7 +225,8 @@ def episode_gradients(logits: Tensor, states: Tensor, actions: Tensor, weights: 
 
     For a tabular softmax policy the score of step t only touches row s_t of θ:
     ∇_θ log π(a|s) = e_s ⊗ (e_a − π(·|s)). ``weights`` Ψ is the return, the reward-to-go
-    (``advantages.discounted_returns(rewards, 1.0)``) or an advantage. Returns ``[N, S, A]``; the mean over episodes is the batch estimate of ∇J.
+    (``advantages.discounted_returns(rewards, 1.0)``) or an advantage. Returns ``[N, S, A]``; the mean over episodes is the batch
+    estimate of ∇J.
     """
     _check_logits(logits)
     check_same_shape(states=states, actions=actions, weights=weights)
@@ -253,43 +253,3 @@ def gradient_variance(grads: Tensor) -> Tensor:
         raise ValueError("grads must be a tensor [N, ...] with N >= 2")
     flat = grads.reshape(grads.shape[0], -1)
     return flat.var(dim=0, unbiased=True).sum()
-
-
-# ---------------------------------------------------------------------------------------------
-# the A2C loss
-# ---------------------------------------------------------------------------------------------
-
-def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tensor] = None, *,
-             advantages: Optional[Tensor] = None, vf_coef: float = 0.5) -> tuple[Tensor, dict]:
-    """The advantage actor-critic loss on ``[B, T]`` tensors: ``(loss, stats)``.
-
-        A_t = G_t − V(s_t)   (held constant: the policy term sends no gradient into the values)
-        L_policy = −(1/B) Σ_b Σ_t log π_θ(a_t|s_t) · A_t
-        L_value  = ½ · masked mean of (V(s_t) − G_t)²
-        L        = L_policy + vf_coef · L_value
-
-    ``returns`` are the regression targets G_t (reward-to-go or bootstrapped); pass
-    ``advantages`` to use another estimate (e.g. TD errors r_t + V(s_{t+1}) − V(s_t)).
-    Minimizing L_policy is ascending ``objectives.policy_gradient_objective``. Unit 3.
-    """
-    check_same_shape(logp=logp, values=values, returns=returns)
-    if logp.dim() != 2:
-        raise ValueError(f"logp must have shape [B, T], got {tuple(logp.shape)}")
-    m = as_mask(mask, logp)
-    check_finite("returns", returns, m)
-    vf_coef = check_scalar("vf_coef", vf_coef, nonnegative=True)
-    if advantages is None:
-        advantages = returns - values
-    else:
-        check_same_shape(logp=logp, advantages=advantages)
-        check_finite("advantages", advantages, m)
-    # padded slots may hold NaN/inf: zero them before any arithmetic so no 0 * nan reaches a gradient
-    adv = zero_padding(advantages.detach(), m)
-    logp_, values_, returns_ = zero_padding(logp, m), zero_padding(values, m), zero_padding(returns, m)
-    per_seq = masked_sum(logp_ * adv, m, dim=1)
-    policy_loss = -per_seq.mean()
-    value_loss = 0.5 * masked_mean((values_ - returns_) ** 2, m)
-    loss = policy_loss + vf_coef * value_loss
-    stats = {"loss/policy": float(policy_loss.detach()), "loss/value": float(value_loss.detach()),
-             "advantage_mean": float(masked_mean(adv, m))}
-    return loss, stats
