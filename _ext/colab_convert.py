@@ -432,9 +432,13 @@ _INLINE = re.compile(r"""
 """, re.X | re.S)
 
 
+_LINK_DEFINITION = re.compile(r"^( {0,3}\[[^\]]+\]:\s*)(\S+)", re.M)
+
+
 def _convert_inline(text: str, page: _Page) -> str:
     # Code spans never cross a blank line: convert paragraph by paragraph.
-    return "\n\n".join(_INLINE.sub(lambda m: _inline(m, page), part) for part in text.split("\n\n"))
+    text = "\n\n".join(_INLINE.sub(lambda m: _inline(m, page), part) for part in text.split("\n\n"))
+    return _LINK_DEFINITION.sub(lambda m: m.group(1) + _resolve_href(m.group(2), page), text)
 
 
 def _explicit(content: str) -> tuple[str | None, str]:

@@ -243,6 +243,10 @@ A **note** with {cite}`schulman2015trpo,gao2023scaling`.
   nested in a list
   ```
 
+See [the notation][notation].
+
+[notation]: ../book/notation.md#notation
+
 ```python
 x = "{cite}`not_a_key`"  # code is code
 ```
@@ -259,6 +263,7 @@ $$
     assert "> **Note**\n>\n> A **note** with [Schulman et al. (2015)]" in out
     assert "; [Gao et al. (2023)]" in out
     assert "  > **Careful**\n  >\n  > nested in a list" in out
+    assert "[notation]: https://rlhf-lab.github.io/rlhf-course/book/notation.html#notation" in out
     assert 'x = "{cite}`not_a_key`"  # code is code' in out
     assert "\\mathrm{KL} = {cite}" in out
     assert not _myst_left(out)
