@@ -127,22 +127,15 @@ def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", choices=["ours"], help="run our worker once and print its JSON line")
-    ap.add_argument("iterations_pos", nargs="?", type=int, help="iterations of a worker run")
+    harness.add_run_options(ap, "1.16", "grpo_throughput.jsonl")
     ap.add_argument("--estimator", choices=["grpo", "rloo"], default="grpo", help="a worker run's estimator")
     ap.add_argument("--trainers", nargs="+", choices=["grpo", "rloo"], default=["grpo"],
                     help="which comparisons to run: GRPO (GRPOTrainer) and/or RLOO (RLOOTrainer)")
-    ap.add_argument("--runs", type=int, default=3, help="pairs of throughput runs per trainer (alternating order)")
-    ap.add_argument("--iterations", type=int, default=10, help="iterations per throughput run (first = warm-up)")
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--num-iterations", type=int, default=1, help="mu")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--learning-iterations", type=int, default=40, help="0 skips the learning check")
     ap.add_argument("--learning-lr", type=float, default=1e-4)
-    ap.add_argument("--trl-python", type=Path, default=None,
-                    help="TRL 1.16's interpreter (default $TRL_PYTHON_1_16 or benchmarks/.venvs/trl-1.16)")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many s for idle CPUs before each run")
-    ap.add_argument("--out", type=Path, default=harness.RESULTS / "grpo_throughput.jsonl")
     ap.add_argument("--skip-trl", action="store_true")
     a = ap.parse_args()
 
@@ -154,8 +147,6 @@ def main() -> None:
     trl = None if a.skip_trl else harness.require_python(harness.trl_python("1.16", a.trl_python), "1.16")
     me = [sys.executable, str(Path(__file__).resolve())]
     when, emit = harness.stamp(), harness.JsonLines(a.out)
-    keys = ["seconds_per_iteration", "episodes_per_second", "tokens_generated_per_second", "peak_rss_mb",
-            "cpu_seconds_per_iteration", "seconds_per_iteration_min"]
 
     def commands(estimator: str, n: int, lr: float) -> dict:
         shared = ["--lr", lr, "--beta", a.beta, "--num-iterations", a.num_iterations, "--threads", a.threads]
@@ -165,7 +156,7 @@ def main() -> None:
 
     for estimator in a.trainers:
         raw = harness.alternating_runs(commands(estimator, a.iterations, a.lr), a.runs, emit, a.wait_quiet, when=when)
-        summary = harness.side_by_side(raw, "rlhf_lab", "trl", keys)
+        summary = harness.side_by_side(raw, "rlhf_lab", "trl", harness.THROUGHPUT_KEYS)
         for side, rows in raw.items():
             measured = [r for r in rows if "phase_seconds_median" in r]
             if measured:

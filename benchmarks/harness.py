@@ -37,6 +37,26 @@ class NotYetSupported(Exception):
     """A mode that the library does not offer yet: the worker reports it instead of failing."""
 
 
+THROUGHPUT_KEYS = ("seconds_per_iteration", "episodes_per_second", "tokens_generated_per_second", "peak_rss_mb",
+                   "cpu_seconds_per_iteration", "seconds_per_iteration_min")
+
+
+def add_run_options(ap, trl_version: str, results_file: str, runs: int = 3, iterations: int = 10) -> None:
+    """The options every side-by-side script shares (a worker's iteration count, runs, threads,
+    TRL's interpreter, waiting for an idle CPU, where the lines go)."""
+    from argparse import SUPPRESS
+
+    ap.add_argument("iterations_pos", nargs="?", type=int, help=SUPPRESS)
+    ap.add_argument("--runs", type=int, default=runs, help="runs of each side, in alternating order")
+    ap.add_argument("--iterations", type=int, default=iterations, help="iterations per run (the first is warm-up)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every run")
+    ap.add_argument("--trl-python", type=Path, default=None,
+                    help=f"TRL {trl_version}'s interpreter (default $TRL_PYTHON_{trl_version.replace('.', '_')} or "
+                         f"benchmarks/.venvs/{TRL_VERSIONS[trl_version]}/bin/python)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many s for idle CPUs before each run")
+    ap.add_argument("--out", type=Path, default=RESULTS / results_file, help="JSON lines are appended here")
+
+
 def set_offline() -> None:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)

@@ -101,11 +101,8 @@ def worker_ours(iterations: int, lr: float, threads: int, value: str, reward: st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", choices=["ours"], help="run our worker once and print its JSON line")
-    ap.add_argument("iterations_pos", nargs="?", type=int, help="iterations of a worker run")
-    ap.add_argument("--runs", type=int, default=3, help="pairs of throughput runs (alternating order)")
-    ap.add_argument("--iterations", type=int, default=10, help="PPO iterations per throughput run (first = warm-up)")
+    harness.add_run_options(ap, "1.12", "ppo_throughput.jsonl")
     ap.add_argument("--lr", type=float, default=3e-6)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--learning-iterations", type=int, default=40, help="0 skips the learning comparison")
     ap.add_argument("--learning-lr", type=float, default=1e-4)
     ap.add_argument("--learning-task", choices=LEARNING_TASKS, default="token-set")
@@ -113,10 +110,6 @@ def main() -> None:
     ap.add_argument("--record-scores", "--all-scores", action="store_true", help="a worker run: every score and KL")
     ap.add_argument("--ours-value", choices=["separate", "shared"], default="separate",
                     help="our value function: a separate value model as TRL's (default) or our value head on the trunk")
-    ap.add_argument("--trl-python", type=Path, default=None,
-                    help="TRL 1.12's interpreter (default $TRL_PYTHON_1_12 or benchmarks/.venvs/trl-1.12)")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many s for idle CPUs before each run")
-    ap.add_argument("--out", type=Path, default=harness.RESULTS / "ppo_throughput.jsonl")
     ap.add_argument("--skip-trl", action="store_true", help="only our implementation")
     a = ap.parse_args()
 
@@ -136,9 +129,7 @@ def main() -> None:
     when, emit = harness.stamp(), harness.JsonLines(a.out)
     raw = harness.alternating_runs(cmds, a.runs, emit, a.wait_quiet, when=when)
 
-    keys = ["seconds_per_iteration", "episodes_per_second", "tokens_generated_per_second", "peak_rss_mb",
-            "cpu_seconds_per_iteration", "seconds_per_iteration_min"]
-    summary = harness.side_by_side(raw, "rlhf_lab", "trl", keys)
+    summary = harness.side_by_side(raw, "rlhf_lab", "trl", harness.THROUGHPUT_KEYS)
     if "ratio" in summary:
         # the fastest steady iteration of each run is far less sensitive to a busy neighbour
         summary["ratio"]["episodes_per_second_best_iteration"] = round(

@@ -138,20 +138,13 @@ def worker_ours(mode: str, iterations: int, threads: int, model: str, device: st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", choices=["ours"], help="run one of our modes and print its JSON line")
-    ap.add_argument("iterations_pos", nargs="?", type=int, help="iterations of a worker run")
+    harness.add_run_options(ap, "1.12", "smollm2_memory.jsonl", runs=1, iterations=3)
     ap.add_argument("--mode", choices=["full", "lora", "lora-gc"], default="full", help="a worker run's mode")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=3, help="per run; the first is warm-up")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2", help="tiny: a 2-layer GPT-2 (smoke tests)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     ap.add_argument("--ours-value", choices=["shared", "separate"], default="shared")
-    ap.add_argument("--trl-python", type=Path, default=None,
-                    help="TRL 1.12's interpreter (default $TRL_PYTHON_1_12 or benchmarks/.venvs/trl-1.12)")
-    ap.add_argument("--wait-quiet", type=float, default=0.0)
-    ap.add_argument("--out", type=Path, default=harness.RESULTS / "smollm2_memory.jsonl")
     a = ap.parse_args()
 
     if a.worker:
