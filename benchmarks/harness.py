@@ -14,7 +14,6 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -330,9 +329,3 @@ def side_by_side(raw: Dict[str, List[dict]], ours: str, theirs: str, keys: Seque
 
 def stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def python_info() -> dict:
-    import platform
-
-    return {"python": platform.python_version(), "executable_venv": Path(sys.prefix).name}

@@ -127,6 +127,7 @@ def worker_ours(mode: str, iterations: int, threads: int, model: str, device: st
         "batch_size": smol.BATCH, "prompt_len": smol.PROMPT_TOKENS, "response_length": smol.RESPONSE_TOKENS,
         "num_ppo_epochs": smol.EPOCHS, "value": value, "trainable_parameters": trainable, **timing,
         "phase_seconds_median": harness.median_phases(phases, skip_first=iterations > 1),
+        "phase_seconds_per_iteration": [{k: round(v, 3) for k, v in p.items()} for p in phases],
         "build_seconds": round(build_s, 3), "peak_rss_mb": harness.peak_rss_mb(), "peak_rss_mb_by_stage": stages,
         "peak_cuda_memory_gb": round(torch.cuda.max_memory_allocated(trainer.device) / 2**30, 3) if cuda else None,
         **conditions.fields(),

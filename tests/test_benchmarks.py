@@ -150,18 +150,18 @@ def test_gpu_check_runs_in_smoke_mode_on_cpu(tmp_path):
                          env={**ENV, "PYTHON": sys.executable}, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
-    steps = {x["step"]: x for x in lines if x["kind"] == "gpu_check_step"}
+    steps = {x["step"]: x for x in lines if x.get("kind") == "gpu_check_step"}
     assert list(steps) == ["cuda_tests", "ppo_gpu_throughput", "unit5_gpu_sizes", "smollm2_bf16", "smollm2_fp32"]
     assert all(s["rc"] == 0 for s in steps.values())
     assert lines[0]["kind"] == "gpu_check_device"
     assert lines[-1]["kind"] == "gpu_check_summary" and lines[-1]["failed"] == []
-    kinds = [x["kind"] for x in lines if x["kind"].startswith("ppo_gpu")]
+    kinds = [x["kind"] for x in lines if x.get("kind", "").startswith("ppo_gpu")]
     assert kinds == ["ppo_gpu_throughput_run", "ppo_gpu_throughput_run", "ppo_gpu_profile", "ppo_gpu_throughput_summary"]
-    run = next(x for x in lines if x["kind"] == "ppo_gpu_throughput_run")
+    run = next(x for x in lines if x.get("kind") == "ppo_gpu_throughput_run")
     assert run["episodes_per_second"] > 0 and set(run["phase_seconds_median"]) == {"rollout", "score", "update"}
     smol = [x for x in lines if x.get("impl") == "rlhf_lab-full"]
     assert [x["dtype"] for x in smol] == ["bfloat16", "float32"] and all(x["status"] == "ok" for x in smol)
-    pytest_line = next(x for x in lines if x["kind"] == "gpu_check_pytest")
+    pytest_line = next(x for x in lines if x.get("kind") == "gpu_check_pytest")
     assert pytest_line["collected"] >= 1  # the CUDA cases exist (skipped without a GPU)
     assert (tmp_path / "gpu_check.log").stat().st_size > 0 and (tmp_path / "05_ppo_pipeline.unexecuted.py").exists()
     assert "Model config" not in (tmp_path / "gpu_check.log").read_text()  # no config warnings
