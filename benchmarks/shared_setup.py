@@ -145,8 +145,8 @@ def build_policy(tokenizer):
     config = gpt2_config(tokenizer)
     torch.manual_seed(SEED)
     policy = GPT2LMHeadModel(config)
-    policy.generation_config.pad_token_id = tokenizer.pad_token_id
-    policy.generation_config.eos_token_id = tokenizer.eos_token_id
+    # sampling pads with <pad> and stops at <eos> unless a trainer says otherwise
+    policy.generation_config.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return _quiet(policy)
 
 
