@@ -49,7 +49,7 @@ def _check_temperature(temperature: float) -> float:
     return check_scalar("temperature", temperature, positive=True)
 
 
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0, *, validate: bool = True) -> Tensor:
     r"""Log-softmax of ``logits / temperature`` gathered at ``tokens``.
 
     .. math::
@@ -64,6 +64,8 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
         logits: ``[B, T, V]`` (any leading shape ``[..., V]``).
         tokens: ``[B, T]`` integer ids in ``[0, V)``.
         temperature: sampling temperature :math:`T_s > 0`.
+        validate: check that every token lies in the vocabulary (reads the tokens: a host sync
+            on a GPU). ``False`` for a loop whose tokens were checked once, e.g. sampled ones.
 
     Returns:
         ``[B, T]`` log-probabilities (float32, or float64 for float64 logits).
@@ -79,7 +81,7 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
         )
     t = _check_temperature(temperature)
     vocab = logits.shape[-1]
-    if tokens.numel() and bool(((tokens < 0) | (tokens >= vocab)).any()):  # one device sync
+    if validate and tokens.numel() and bool(((tokens < 0) | (tokens >= vocab)).any()):  # one device sync
         raise ValueError(f"tokens must lie in [0, {vocab}) (the vocabulary of logits)")
     z = _as_compute_dtype(logits)
     if t != 1.0:

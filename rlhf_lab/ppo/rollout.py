@@ -12,10 +12,15 @@ only, with the KV cache, reading from the same pass
 
 After a row emits the stop token its later columns hold the pad token and mask 0; the loop ends
 early once every row has stopped.
+
+The KV cache is passed under the name the model's ``forward`` takes (:func:`cache_argument`):
+``cache`` from transformers 5.24 on, ``past_key_values`` before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,6 +74,25 @@ def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
     return torch.minimum(idx, last_positive)
 
 
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes (and its output returns) the KV cache:
+    ``"cache"`` from transformers 5.24 on, where ``past_key_values`` is deprecated, and
+    ``"past_key_values"`` before (the floor, 4.56, has only that); chosen by the signature."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _last_position(parts: CausalLMParts, out, want_hidden: bool):
+    """Logits ``[B, V]`` and (``want_hidden``) hidden state ``[B, H]`` at the last input position."""
+    if parts.separable:
+        hidden = out.last_hidden_state[:, -1]
+        return parts.head(hidden), hidden
+    return out.logits[:, -1], (out.hidden_states[-1][:, -1] if want_hidden else None)
+
+
 @torch.no_grad()
 def sample(
     parts: CausalLMParts,
@@ -84,62 +108,51 @@ def sample(
     autocast=None,
 ) -> Rollout:
     """Sample one response per prompt (at most ``response_length`` tokens) with the KV cache."""
-    import contextlib
-
     autocast = autocast or contextlib.nullcontext
     B, P = prompt_ids.shape
     device = prompt_ids.device
     full_mask = torch.ones((B, P + response_length), dtype=torch.long, device=device)
     full_mask[:, :P] = prompt_mask
     tokens = torch.full((B, response_length), pad_token_id, dtype=torch.long, device=device)
-    mask = torch.zeros((B, response_length), dtype=torch.float32, device=device)
-    logps = torch.zeros((B, response_length), dtype=torch.float32, device=device)
-    ents = torch.zeros((B, response_length), dtype=torch.float32, device=device)
-    values = torch.zeros((B, response_length), dtype=torch.float32, device=device) if value_head is not None else None
+    per_token = {name: torch.zeros((B, response_length), dtype=torch.float32, device=device)
+                 for name in ("mask", "logprobs", "entropy", "values")}
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    next_pos = position_ids_from_mask(prompt_mask)[:, -1:] + 1  # [B, 1]
-    model = parts.trunk if parts.fused else parts.model
+    next_position = position_ids_from_mask(prompt_mask)[:, -1:] + 1  # [B, 1]
+    model = parts.trunk if parts.separable else parts.model
+    cache_name = cache_argument(model)
+    want_hidden = value_head is not None
+    extra = {} if parts.separable else {"logits_to_keep": 1, "output_hidden_states": want_hidden}
 
     cache = None
-    step_ids, step_pos = prompt_ids, position_ids_from_mask(prompt_mask)
-    T = response_length
+    step_ids, step_positions = prompt_ids, position_ids_from_mask(prompt_mask)
+    length = response_length
     for t in range(response_length):
         with autocast():
-            out = model(input_ids=step_ids, attention_mask=full_mask[:, : P + t], position_ids=step_pos,
-                        past_key_values=cache, use_cache=True,
-                        **({} if parts.fused else {"logits_to_keep": 1, "output_hidden_states": value_head is not None}))
-            cache = out.past_key_values
-            if parts.fused:
-                h = out.last_hidden_state[:, -1]
-                logits = parts.head(h)
-            else:
-                logits = out.logits[:, -1]
-                h = out.hidden_states[-1][:, -1] if value_head is not None else None
-            if value_head is not None:
-                v = value_head(h).squeeze(-1).float()
+            out = model(input_ids=step_ids, attention_mask=full_mask[:, : P + t], position_ids=step_positions,
+                        use_cache=True, **{cache_name: cache}, **extra)
+            cache = getattr(out, cache_name)
+            logits, hidden = _last_position(parts, out, want_hidden)
+            value = value_head(hidden).squeeze(-1).float() if want_hidden else None
         logits = logits.float()
-        z = logits / temperature
-        nxt = sample_categorical(z, generator)
+        token = sample_categorical(logits / temperature, generator)
         live = ~done
-        nxt = torch.where(live, nxt, torch.full_like(nxt, pad_token_id))
-        tokens[:, t] = nxt
-        mask[:, t] = live.float()
-        lp = token_logprobs(logits.unsqueeze(1), nxt.unsqueeze(1), temperature).squeeze(1)
-        logps[:, t] = torch.where(live, lp, torch.zeros_like(lp))
-        ent = entropy_from_logits(logits, temperature)
-        ents[:, t] = torch.where(live, ent, torch.zeros_like(ent))
-        if values is not None:
-            values[:, t] = torch.where(live, v, torch.zeros_like(v))
+        token = torch.where(live, token, torch.full_like(token, pad_token_id))
+        tokens[:, t] = token
+        per_token["mask"][:, t] = live.float()
+        logprob = token_logprobs(logits.unsqueeze(1), token.unsqueeze(1), temperature, validate=False).squeeze(1)
+        for name, x in (("logprobs", logprob), ("entropy", entropy_from_logits(logits, temperature)), ("values", value)):
+            if x is not None:
+                per_token[name][:, t] = torch.where(live, x, torch.zeros_like(x))
         if stop_token_id is not None:
-            done = done | (nxt == stop_token_id)
+            done = done | (token == stop_token_id)
             if bool(done.all()):
-                T = t + 1
+                length = t + 1
                 break
-        step_ids, step_pos = nxt.unsqueeze(1), next_pos + t
-    tokens, mask, logps, ents = tokens[:, :T], mask[:, :T], logps[:, :T], ents[:, :T]
-    if values is not None:
-        values = values[:, :T]
+        step_ids, step_positions = token.unsqueeze(1), next_position + t
+    tokens = tokens[:, :length]
+    per_token = {name: x[:, :length] for name, x in per_token.items()}
     input_ids = torch.cat([prompt_ids, tokens], dim=1)
-    attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+    attention_mask = torch.cat([prompt_mask, per_token["mask"].long()], dim=1)
     ended = done if stop_token_id is not None else torch.zeros(B, dtype=torch.bool, device=device)
-    return Rollout(input_ids, attention_mask, P, tokens, mask, logps, ents, values, ended)
+    return Rollout(input_ids, attention_mask, P, tokens, per_token["mask"], per_token["logprobs"],
+                   per_token["entropy"], per_token["values"] if want_hidden else None, ended)
