@@ -27,7 +27,7 @@ those samples under the policy that produced them, pass the same ``temperature``
 from __future__ import annotations
 
 import inspect
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -149,6 +149,34 @@ def right_pad(token_lists, pad_id: int, device=None) -> Tuple[Tensor, Tensor]:
     """Responses of the batch layout: lists of token ids right-padded to a common length ``T``,
     as ``(ids [B, T], mask [B, T])``."""
     return _pad(token_lists, pad_id, device, left=False)
+
+
+def max_context(model) -> Optional[int]:
+    """The number of positions the model can read (``None`` when its config does not say)."""
+    cfg = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_fits_model(model, input_ids: Tensor, name: str = "input_ids", hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` when a row of ``input_ids`` is longer than the model's
+    context or holds a token id outside its input vocabulary: torch would otherwise fail deep
+    inside the forward with an ``IndexError``. One read of the ids (a host sync)."""
+    context = max_context(model)
+    if context is not None and input_ids.shape[-1] > context:
+        raise ValueError(f"{name} has rows of {input_ids.shape[-1]} tokens, more than the model's context of "
+                         f"{context} positions{hint}")
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is None or input_ids.numel() == 0:
+        return
+    vocab = int(embeddings.weight.shape[0])
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"{name} holds token id {low if low < 0 else high}, outside the model's vocabulary "
+                         f"[0, {vocab}) (a tokenizer that does not belong to the model?)")
 
 
 def _accepts(model, name: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from ..logprobs import position_ids_from_mask, response_logits
+from ..logprobs import max_context, position_ids_from_mask, response_logits  # noqa: F401 (max_context: public here too)
 from ..reward_model import scalar_head
 from ..utils import eval_mode
 
@@ -47,15 +47,6 @@ def parameter_dtype(model) -> Optional[torch.dtype]:
     if not isinstance(model, nn.Module):
         return None
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-
-
-def max_context(model) -> Optional[int]:
-    cfg = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
-        v = getattr(cfg, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
 
 
 class CausalLMParts:

@@ -85,12 +85,39 @@ def cache_argument(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _last_position(parts: CausalLMParts, out, want_hidden: bool):
-    """Logits ``[B, V]`` and (``want_hidden``) hidden state ``[B, H]`` at the last input position."""
-    if parts.separable:
-        hidden = out.last_hidden_state[:, -1]
-        return parts.head(hidden), hidden
-    return out.logits[:, -1], (out.hidden_states[-1][:, -1] if want_hidden else None)
+class _CachedForward:
+    """The policy's forward one step at a time with the KV cache: the whole prompt first, then the
+    token sampled last; returns the logits ``[B, V]`` and (with a value head) the values ``[B]``
+    at the last position."""
+
+    def __init__(self, parts: CausalLMParts, prompt_ids: Tensor, prompt_mask: Tensor, response_length: int,
+                 value_head: Optional[torch.nn.Module]):
+        B, self.prompt_len = prompt_ids.shape
+        self.parts, self.value_head = parts, value_head
+        self.model = parts.trunk if parts.separable else parts.model
+        self.cache_name = cache_argument(self.model)
+        self.extra = {} if parts.separable else {"logits_to_keep": 1, "output_hidden_states": value_head is not None}
+        self.full_mask = torch.ones((B, self.prompt_len + response_length), dtype=torch.long, device=prompt_ids.device)
+        self.full_mask[:, : self.prompt_len] = prompt_mask
+        self.next_position = position_ids_from_mask(prompt_mask)[:, -1:] + 1  # [B, 1]
+        self.ids, self.positions, self.cache, self.t = prompt_ids, position_ids_from_mask(prompt_mask), None, 0
+
+    def __call__(self):
+        out = self.model(input_ids=self.ids, attention_mask=self.full_mask[:, : self.prompt_len + self.t],
+                         position_ids=self.positions, use_cache=True, **{self.cache_name: self.cache}, **self.extra)
+        self.cache = getattr(out, self.cache_name)
+        if self.parts.separable:
+            hidden = out.last_hidden_state[:, -1]
+            logits = self.parts.head(hidden)
+        else:
+            logits = out.logits[:, -1]
+            hidden = out.hidden_states[-1][:, -1] if self.value_head is not None else None
+        values = self.value_head(hidden).squeeze(-1).float() if self.value_head is not None else None
+        return logits.float(), values
+
+    def advance(self, token: Tensor) -> None:
+        self.ids, self.positions = token.unsqueeze(1), self.next_position + self.t
+        self.t += 1
 
 
 @torch.no_grad()
@@ -101,58 +128,36 @@ def sample(
     *,
     response_length: int,
     temperature: float,
-    pad_token_id: int,
-    stop_token_id: Optional[int],
-    generator: torch.Generator,
-    value_head: Optional[torch.nn.Module] = None,
-    autocast=None,
+    pad_token_id: int, stop_token_id: Optional[int], generator: torch.Generator,
+    value_head: Optional[torch.nn.Module] = None, autocast=None,
 ) -> Rollout:
     """Sample one response per prompt (at most ``response_length`` tokens) with the KV cache."""
     autocast = autocast or contextlib.nullcontext
-    B, P = prompt_ids.shape
-    device = prompt_ids.device
-    full_mask = torch.ones((B, P + response_length), dtype=torch.long, device=device)
-    full_mask[:, :P] = prompt_mask
+    B, device = prompt_ids.shape[0], prompt_ids.device
+    forward = _CachedForward(parts, prompt_ids, prompt_mask, response_length, value_head)
     tokens = torch.full((B, response_length), pad_token_id, dtype=torch.long, device=device)
     per_token = {name: torch.zeros((B, response_length), dtype=torch.float32, device=device)
                  for name in ("mask", "logprobs", "entropy", "values")}
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    next_position = position_ids_from_mask(prompt_mask)[:, -1:] + 1  # [B, 1]
-    model = parts.trunk if parts.separable else parts.model
-    cache_name = cache_argument(model)
-    want_hidden = value_head is not None
-    extra = {} if parts.separable else {"logits_to_keep": 1, "output_hidden_states": want_hidden}
-
-    cache = None
-    step_ids, step_positions = prompt_ids, position_ids_from_mask(prompt_mask)
-    length = response_length
     for t in range(response_length):
         with autocast():
-            out = model(input_ids=step_ids, attention_mask=full_mask[:, : P + t], position_ids=step_positions,
-                        use_cache=True, **{cache_name: cache}, **extra)
-            cache = getattr(out, cache_name)
-            logits, hidden = _last_position(parts, out, want_hidden)
-            value = value_head(hidden).squeeze(-1).float() if want_hidden else None
-        logits = logits.float()
-        token = sample_categorical(logits / temperature, generator)
+            logits, values = forward()
         live = ~done
-        token = torch.where(live, token, torch.full_like(token, pad_token_id))
-        tokens[:, t] = token
-        per_token["mask"][:, t] = live.float()
+        token = torch.where(live, sample_categorical(logits / temperature, generator), pad_token_id)
+        tokens[:, t], per_token["mask"][:, t] = token, live.float()
         logprob = token_logprobs(logits.unsqueeze(1), token.unsqueeze(1), temperature, validate=False).squeeze(1)
-        for name, x in (("logprobs", logprob), ("entropy", entropy_from_logits(logits, temperature)), ("values", value)):
+        for name, x in (("logprobs", logprob), ("entropy", entropy_from_logits(logits, temperature)), ("values", values)):
             if x is not None:
                 per_token[name][:, t] = torch.where(live, x, torch.zeros_like(x))
         if stop_token_id is not None:
             done = done | (token == stop_token_id)
             if bool(done.all()):
-                length = t + 1
                 break
-        step_ids, step_positions = token.unsqueeze(1), next_position + t
-    tokens = tokens[:, :length]
+        forward.advance(token)
+    length = t + 1
     per_token = {name: x[:, :length] for name, x in per_token.items()}
-    input_ids = torch.cat([prompt_ids, tokens], dim=1)
-    attention_mask = torch.cat([prompt_mask, per_token["mask"].long()], dim=1)
     ended = done if stop_token_id is not None else torch.zeros(B, dtype=torch.bool, device=device)
-    return Rollout(input_ids, attention_mask, P, tokens, per_token["mask"], per_token["logprobs"],
-                   per_token["entropy"], per_token["values"] if want_hidden else None, ended)
+    return Rollout(torch.cat([prompt_ids, tokens[:, :length]], dim=1),
+                   torch.cat([prompt_mask, per_token["mask"].long()], dim=1), prompt_ids.shape[1], tokens[:, :length],
+                   per_token["mask"], per_token["logprobs"], per_token["entropy"],
+                   per_token["values"] if value_head is not None else None, ended)
