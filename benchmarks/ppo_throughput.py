@@ -168,7 +168,7 @@ def worker_ours(iterations: int, lr: float, threads: int, anchor_dir: Path, all_
     steady = per_iter[1:]
     med = statistics.median(steady)
     B = cfg.batch_size
-    tokens = [m["response_length"] * B for m in metrics]
+    tokens = [m["completions/mean_length"] * B for m in metrics]
     out = {
         "impl": "rlhf_lab" if value == "separate" else "rlhf_lab_shared_value_head",
         "torch_version": torch.__version__,
@@ -198,8 +198,8 @@ def worker_ours(iterations: int, lr: float, threads: int, anchor_dir: Path, all_
         "final_metrics": {k: round(v, 6) for k, v in metrics[-1].items() if not k.startswith("time/")},
     }
     if all_scores:
-        out["scores"] = [round(m["reward"], 6) for m in metrics]
-        out["kls"] = [round(m["kl"], 6) for m in metrics]
+        out["scores"] = [round(m["objective/scores"], 6) for m in metrics]
+        out["kls"] = [round(m["objective/kl"], 6) for m in metrics]
     return out
 
 
