@@ -36,9 +36,9 @@ def ppo_iteration(policy, value_head, ref_policy, rollout, scores, config, optim
 
     def logits_and_values(rows):
         # the trunk's hidden states at the positions that predict the response tokens
-        hidden = policy.transformer(input_ids=ids[rows], attention_mask=attention[rows],
-                                    position_ids=position_ids_from_mask(attention[rows])).last_hidden_state
-        hidden = hidden[:, P - 1 : -1]
+        out = policy.transformer(input_ids=ids[rows], attention_mask=attention[rows],
+                                 position_ids=position_ids_from_mask(attention[rows]), use_cache=False)
+        hidden = out.last_hidden_state[:, P - 1 : -1]
         return policy.lm_head(hidden), value_head(hidden).squeeze(-1)
 
     with torch.no_grad():
