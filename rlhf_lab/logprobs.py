@@ -35,12 +35,12 @@ from .masked import check_scalar
 
 Tensor = torch.Tensor
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+LOW_PRECISION = (torch.float16, torch.bfloat16)  # computed in float32 here; the trainer recomputes under them
 
 
 def _as_compute_dtype(logits: Tensor) -> Tensor:
     """float16/bfloat16 logits are upcast to float32 (log-softmax in half precision loses ~1e-2)."""
-    if logits.dtype in _LOW_PRECISION:
+    if logits.dtype in LOW_PRECISION:
         return logits.float()
     return logits
 

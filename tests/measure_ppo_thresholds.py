@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from test_ppo import PROMPTS, cfg, tiny  # noqa: E402
+from test_ppo import BETA_ITERATIONS, PROMPTS, cfg, tiny  # noqa: E402
 
 from rlhf_lab.course.models import word_tokenizer  # noqa: E402
 from rlhf_lab.ppo import PPOTrainer  # noqa: E402
@@ -43,13 +43,13 @@ def reward_task(tok, seed):
     return {"start": sum(rewards[:3]) / 3, "end": sum(rewards[-3:]) / 3, "max_kl": max(kls)}
 
 
-def beta_task(tok, seed):
+def beta_task(tok, seed, iterations=BETA_ITERATIONS):
     """test_large_beta_keeps_policy_near_reference"""
     out = {}
     for name, beta in (("kl_small_beta", 0.001), ("kl_large_beta", 2.0)):
         trainer = PPOTrainer(tiny(tok, seed=seed), tok, TargetWordReward("good"),
                              cfg(batch_size=16, response_length=8, stop_token=None, kl_coef=beta, seed=seed))
-        ms = trainer.train(PROMPTS, 15)
+        ms = trainer.train(PROMPTS, iterations)
         out[name] = sum(_get(m, "objective/kl", "kl") for m in ms[-3:]) / 3
     return out
 
@@ -72,15 +72,18 @@ def main():
     ap.add_argument("--seeds", type=int, default=12)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=["reward", "beta", "bf16"], action="append",
+                    help="measure only these set-ups (default: all)")
     a = ap.parse_args()
+    tasks = {"reward": reward_task, "beta": beta_task, "bf16": bf16_ratio}
+    chosen = a.only or list(tasks)
     torch.set_num_threads(a.threads)
     tok = word_tokenizer()
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         row = {"seed": seed, "threads": a.threads, "capability": torch.backends.cpu.get_cpu_capability(),
                "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "")}
-        row.update(reward_task(tok, seed))
-        row.update(beta_task(tok, seed))
-        row.update(bf16_ratio(tok, seed))
+        for name in chosen:
+            row.update(tasks[name](tok, seed))
         print(json.dumps(row), flush=True)
 
 

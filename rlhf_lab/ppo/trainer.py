@@ -28,7 +28,7 @@ from torch import nn
 from ..advantages import gae, whiten
 from ..divergence import sequence_log_ratio
 from ..kl_control import AdaptiveKLController, FixedKLController
-from ..logprobs import entropy_from_logits, left_pad, response_logits, token_logprobs
+from ..logprobs import LOW_PRECISION, entropy_from_logits, left_pad, response_logits, token_logprobs
 from ..masked import masked_mean
 from ..objectives import per_token_rewards, ppo_clip_loss, value_loss
 from ..reward_model import score_with_model
@@ -52,7 +52,6 @@ from .rollout import Rollout, sample
 Tensor = torch.Tensor
 RewardFn = Callable[[List[str], List[str]], Sequence[float]]
 CHECKPOINT_FORMAT = "rlhf_lab.ppo/1"
-LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 @dataclasses.dataclass
