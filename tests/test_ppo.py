@@ -51,11 +51,22 @@ def same_metrics(a, b):
 
 # ------------------------------------------------------------------------------------ learning
 # Thresholds from tests/measure_ppo_thresholds.py: seeds 0-11 (model initialization and trainer
-# seed), each under ATEN_CPU_CAPABILITY=default and =avx2 and with 1 and 2 torch threads (48 runs
-# per quantity; the AVX2 machine of the measurement; AVX-512 shifts last bits as these two do).
-# MEASURED_TABLE
-START_MAX, GAIN_MIN, KL_MAX, LARGE_BETA_KL_MAX = 0.05, 0.1, 60.0, 1.0  # provisional
-BETA_ITERATIONS = 30
+# seed), each under ATEN_CPU_CAPABILITY=default and =avx2 and with 1 and 2 torch threads, 48 runs
+# per quantity on an AVX2 machine. Every (capability, threads) pair gave a different run for the
+# same seed (sampling turns last-bit differences into other tokens), so these are distributions:
+#
+#   quantity (test)                                  min     median   max
+#   mean score, first 3 iterations (raises_reward)   0.000   0.008    0.019
+#   gain, last 3 minus first 3 (raises_reward)       0.227   0.575    0.883
+#   largest KL over 30 iterations (raises_reward)    7.55    20.95    30.31
+#   KL, beta = 0.001, last 3 of 15 (large_beta)      0.958   5.05     15.64
+#   KL, beta = 2, last 3 of 15 (large_beta)          0.125   0.407    0.633
+#   KL ratio beta=0.001 / beta=2 (large_beta)        2.02    12.2     42.8
+#
+# The thresholds leave a margin of 1.6x to 2.6x beyond the worst run measured (the old 0.25 gain and
+# the absolute 0.5 bound on the beta = 2 KL were inside these distributions: 0.227 and 0.633).
+START_MAX, GAIN_MIN, KL_MAX = 0.05, 0.1, 60.0
+BETA_ITERATIONS, LARGE_BETA_KL_MAX, KL_RATIO_MIN = 15, 1.2, 1.25
 
 
 def test_ppo_raises_reward_on_target_word_task_with_bounded_kl(tok):
@@ -75,8 +86,8 @@ def test_ppo_raises_reward_on_target_word_task_with_bounded_kl(tok):
 
 
 def test_large_beta_keeps_policy_near_reference(tok):
-    """Same task and steps: the KL to the reference with beta = 2 stays under a quarter of the KL
-    with beta = 0.001 (a relative claim: both move together with the machine's last bits)."""
+    """Same task and steps: the KL to the reference with beta = 2 stays well under the KL with
+    beta = 0.001 (a relative claim; 12x at the median of the measured runs, 2x at the worst)."""
     def final_kl(beta):
         t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"),
                        cfg(batch_size=16, response_length=8, stop_token=None, kl_coef=beta))
@@ -84,7 +95,7 @@ def test_large_beta_keeps_policy_near_reference(tok):
         return sum(m["objective/kl"] for m in ms[-3:]) / 3
 
     kl_small, kl_large = final_kl(0.001), final_kl(2.0)
-    assert kl_large < kl_small / 4, (kl_large, kl_small)
+    assert kl_large * KL_RATIO_MIN < kl_small, (kl_large, kl_small)
     assert kl_large < LARGE_BETA_KL_MAX
 
 
