@@ -105,9 +105,9 @@ def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: 
     if rows_scored and set(rows_scored) != {EPISODES}:
         return {**head, "status": "config mismatch",
                 "reason": f"the reward model scored batches of {sorted(set(rows_scored))} completions, expected {EPISODES}"}
-    tokens = sorted(m["response_length"] * EPISODES for m in metrics)[len(metrics) // 2]
+    tokens = sorted(m["completions/mean_length"] * EPISODES for m in metrics)[len(metrics) // 2]
     phases = [{k[len("time/"):]: v for k, v in m.items() if k.startswith("time/")} for m in metrics]
-    scores = [m["reward"] for m in metrics]
+    scores = [m["objective/scores"] for m in metrics]
     return {
         **head, "status": "ok", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
         "episodes_per_iteration": EPISODES, "num_generations": GROUP, "num_iterations_mu": mu, "beta": beta,

@@ -121,7 +121,7 @@ def main() -> None:
         metrics = trainer.train(prompts, args.iterations, callback=tick)
         per_iter = [b - a for a, b in zip(stamps[:-1], stamps[1:])][1:]
         med = statistics.median(per_iter)
-        tokens = statistics.median(m["response_length"] for m in metrics[1:]) * args.batch
+        tokens = statistics.median(m["completions/mean_length"] for m in metrics[1:]) * args.batch
         emit({
             "kind": "ppo_gpu_throughput_run", "run": run, **env, "parameters": n_params,
             "batch_size": args.batch, "prompt_len": args.prompt_len, "response_length": args.response_length,

@@ -77,7 +77,7 @@ def worker_ours(iterations: int, lr: float, threads: int, value: str, reward: st
     with harness.RunConditions() as conditions:
         clock.tick()
         metrics = trainer.train(prompts, iterations, callback=clock.tick)
-    tokens = sorted(m["response_length"] * BATCH for m in metrics)[len(metrics) // 2]
+    tokens = sorted(m["completions/mean_length"] * BATCH for m in metrics)[len(metrics) // 2]
     phases = [{"rollout": m["time/rollout"], "scoring_ref_value_reward_gae": m["time/score"],
                "ppo_update": m["time/update"]} for m in metrics]
     out = {
@@ -93,8 +93,8 @@ def worker_ours(iterations: int, lr: float, threads: int, value: str, reward: st
         "final_metrics": {k: round(v, 6) for k, v in metrics[-1].items() if not k.startswith("time/")},
     }
     if record_scores:
-        out["scores"] = [round(m["reward"], 6) for m in metrics]
-        out["kls"] = [round(m["kl"], 6) for m in metrics]
+        out["scores"] = [round(m["objective/scores"], 6) for m in metrics]
+        out["kls"] = [round(m["objective/kl"], 6) for m in metrics]
     return out
 
 

@@ -118,7 +118,7 @@ def worker_ours(mode: str, iterations: int, threads: int, model: str, device: st
     with harness.RunConditions() as conditions:
         tick()
         metrics = trainer.train(smol.prompts(tokenizer), iterations, callback=tick)
-    tokens = sorted(m["response_length"] * smol.BATCH for m in metrics)[len(metrics) // 2]
+    tokens = sorted(m["completions/mean_length"] * smol.BATCH for m in metrics)[len(metrics) // 2]
     timing = clock.summary(smol.BATCH, tokens) if iterations > 1 else {
         "seconds_per_iteration": round(clock.wall[1] - clock.wall[0], 4), "note": "one iteration: warm-up included"}
     phases = [{k[len("time/"):]: v for k, v in m.items() if k.startswith("time/")} for m in metrics]
