@@ -18,6 +18,7 @@ import sympy as sp
 import rlhf_lab.derivations as D
 from rlhf_lab.derivations import (
     advantage_objective,
+    beyond_ppo,
     divergence_penalty,
     kl_derivation,
     ppo_objective,
@@ -27,7 +28,7 @@ from rlhf_lab.derivations.core import Derivation, DerivationError, Step, equal, 
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = [divergence_penalty, token_decomposition, advantage_objective, kl_derivation,
-           ppo_objective]
+           ppo_objective, beyond_ppo]
 ALL = D.all_derivations()
 IDS = [d.name for d in ALL]
 
@@ -74,6 +75,11 @@ def test_issue_coverage():
         "ppo_objective.gae_is_discounted_td_sum[T=4]",
         "ppo_objective.gae_is_discounted_td_sum[T=3]",
         "ppo_objective.per_token_rewards",
+        "beyond_ppo.gradient_of_expectation", "beyond_ppo.k1_in_loss", "beyond_ppo.k2_in_loss",
+        "beyond_ppo.k3_in_loss", "beyond_ppo.kl_in_reward", "beyond_ppo.forward_kl_optimum",
+        "beyond_ppo.group_baseline", "beyond_ppo.leave_one_out", "beyond_ppo.grpo_advantage",
+        "beyond_ppo.bernoulli_std_weight", "beyond_ppo.loss_aggregation",
+        "beyond_ppo.length_bias", "beyond_ppo.one_step_ratio", "beyond_ppo.clip_higher",
     ]:
         assert n in names, n
 
@@ -189,7 +195,7 @@ ALLOWED_MACROS = {
     "partial", "infty", "to", "geq", "leq", "neq", "approx", "succ", "hat", "tilde", "sigma",
     "pi", "theta", "tau", "beta", "rho", "epsilon", "gamma", "lambda", "delta", "eta", "alpha",
     "Delta", "Sigma", "textstyle", "displaystyle", "leftarrow", "|", ",", ";", "!", " ", "{",
-    "}", "\\", "matrix", "limits", "sqrt", "Bigg", "Pr",
+    "}", "\\", "matrix", "limits", "sqrt", "Bigg", "Pr", "bar", "ell",
 }
 
 
