@@ -264,7 +264,6 @@ def forward_kl_optimum() -> Derivation:
     objective = (sum(a * b for a, b in zip(pis, rs))
                  - beta * sum(a * sp.log(a / b) for a, b in zip(qs, pis)))
     mean_r = sum(a * b for a, b in zip(pis, rs))
-    grad_form = sp.Matrix([pis[a] * (rs[a] - mean_r) + beta * (qs[a] - pis[a]) for a in range(3)])
     # one coordinate of the stationarity condition, with π(a), π_ref(a), r(a) and E_π[r] free
     pa, qa = sp.symbols("p_a q_a", positive=True)
     ra, rbar = sp.symbols("r_a rbar", real=True)
@@ -287,8 +286,10 @@ def forward_kl_optimum() -> Derivation:
         symbol_names={pa: r"\pi(a)", qa: r"\pi_{\mathrm{ref}}(a)", ra: "r(a)",
                       rbar: r"\bar r", x1: r"\pi_1", x2: r"\pi_2"},
         steps=[
-            equal(sp.Matrix([sp.Derivative(objective, zj) for zj in z]), grad_form,
-                  "softmax score e_a − π, and Σ_a π_ref(a) ∇log π(a) = π_ref − π",
+            equal(sp.Derivative(objective, z[0]),
+                  pis[0] * (rs[0] - mean_r) + beta * (qs[0] - pis[0]),
+                  "softmax score e_a − π, and Σ_b π_ref(b) ∇log π(b) = π_ref − π (shown for "
+                  "a = 1, the others alike)",
                   subs={qs[2]: 1 - qs[0] - qs[1]},
                   tex_lhs=(r"\frac{\partial}{\partial z_a}\Big(\mathbb{E}_{\pi_\theta}[r] - "
                            r"\beta\, " + KL_FWD + r"\Big)"),
@@ -411,10 +412,12 @@ def leave_one_out() -> Derivation:
                   subs=defs,
                   tex_lhs=r"r_i - \bar r",
                   tex_rhs=r"\frac{G-1}{G}\, A_i"),
-            equal(sp.Sum(A, (j, 1, G)), G / (G - 1) * (_ALL - G * rbar),
-                  "the mean reward does not depend on j",
+            equal(sp.Sum(A, (j, 1, G)), G / (G - 1) * sp.Sum(r[j] - rbar, (j, 1, G)),
+                  "a constant factor leaves the sum",
                   tex_lhs=r"\sum_{j=1}^{G} A_j",
-                  tex_rhs=r"\frac{G}{G-1}\Big(\sum_{j=1}^{G} r_j - G\bar r\Big)"),
+                  tex_rhs=r"\frac{G}{G-1}\sum_{j=1}^{G} (r_j - \bar r)"),
+            then(G / (G - 1) * (_ALL - G * rbar), "the mean reward does not depend on j",
+                 tex_rhs=r"\frac{G}{G-1}\Big(\sum_{j=1}^{G} r_j - G\bar r\Big)"),
             then(0, "the advantages of a group sum to zero", subs=_MEAN, tex_rhs="0"),
         ],
     )
@@ -490,7 +493,6 @@ def bernoulli_std_weight() -> Derivation:
     k = sp.Symbol("k", integer=True, positive=True)   # successes in the group
     phat = k / G
     bessel_var = (k * (1 - phat) ** 2 + (G - k) * (0 - phat) ** 2) / (G - 1)
-    unit = {p: sp.Interval.open(0, 1)}
     return Derivation(
         title="GRPO's weight on a prompt with success rate p",
         intro=(r"Rewards 1 (success, probability $p$) or 0. For a large group $\bar r \to p$ "
@@ -516,9 +518,9 @@ def bernoulli_std_weight() -> Derivation:
                   "prompt's gradient by 1/σ",
                   tex_lhs=r"\mathbb{E}\big[(r - p)\,\nabla_z\log\pi(r)\big]",
                   tex_rhs=r"p\,(1-p)"),
-            holds(sp.GreaterThan(weight, 2, evaluate=False),
-                  "the weight 1/√(p(1 − p)) is at least 2 for 0 < p < 1", domain=unit,
-                  tex=r"\frac{1}{\sqrt{p(1-p)}} &\geq 2"),
+            holds(sp.LessThan(p * (1 - p), sp.Rational(1, 4), evaluate=False),
+                  "p(1 − p) is at most ¼, so the weight 1/√(p(1 − p)) is at least 2",
+                  tex=r"p\,(1-p) &\leq \tfrac14"),
             equal(sp.Subs(sp.Derivative(weight, p), p, sp.Rational(1, 2)), 0,
                   "the least weight, 2, goes to p = ½: prompts solved half the time",
                   tex_lhs=r"\frac{d}{dp}\frac{1}{\sqrt{p(1-p)}}\Big|_{p=1/2}"),
@@ -540,16 +542,13 @@ def loss_aggregation() -> Derivation:
     """The weight of one token of response i: 1/(B L_i) ("grpo"), 1/Σ_j L_j ("dapo"/"bnpo"),
     1/(B L_max) ("dr_grpo")."""
     B = sp.Symbol("B", integer=True, positive=True)           # responses in the batch
-    t = sp.Symbol("t", integer=True, positive=True)
-    s1, s2 = sp.symbols("s_1 s_2", integer=True, positive=True)         # token positions
-    m1, m2 = sp.symbols("m_1 m_2", integer=True, nonnegative=True)      # tokens after them
-    ell = sp.IndexedBase("ell", real=True)                    # per-token loss terms
+    # one token's loss term in each of responses 1 and 2, and the sum of their other terms
+    x1, x2, R1, R2 = sp.symbols("ell_1t ell_2t R_1 R_2", real=True)
     means_o = sp.Symbol("O", real=True)       # Σ over the other responses of their token means
     T_o = sp.Symbol("T_o", real=True)         # sum of the other responses' token terms
     N_o = sp.Symbol("N_o", positive=True)     # number of tokens of the other responses
-    L_max = sp.Symbol("L_max", positive=True)
-    L1, L2 = s1 + m1, s2 + m2                 # lengths: token s_k lies inside its response
-    T1, T2 = sp.Sum(ell[1, t], (t, 1, L1)), sp.Sum(ell[2, t], (t, 1, L2))
+    L1, L2, L_max = sp.symbols("L_1 L_2 L_max", positive=True)
+    T1, T2 = x1 + R1, x2 + R2                 # Σ_t ℓ_{1,t}, Σ_t ℓ_{2,t}
     losses = {
         "grpo": (T1 / L1 + T2 / L2 + means_o) / B,
         "dapo": (T1 + T2 + T_o) / (L1 + L2 + N_o),
@@ -557,7 +556,7 @@ def loss_aggregation() -> Derivation:
     }
 
     def weights(loss):
-        return sp.Matrix([sp.Derivative(loss, ell[1, s1]), sp.Derivative(loss, ell[2, s2])])
+        return sp.Matrix([sp.Derivative(loss, x1), sp.Derivative(loss, x2)])
 
     def lhs(kind):
         return (r"\Big(\frac{\partial\mathcal{L}_{\mathrm{" + kind.replace("_", r"\text{-}")
@@ -567,8 +566,9 @@ def loss_aggregation() -> Derivation:
     return Derivation(
         title="Loss aggregation: the weight each choice gives one token",
         intro=(r"A batch of $B$ responses; response $i$ has $L_i$ tokens with per-token loss "
-               r"terms $\ell_{i,t}$ (for example $-A_i\,\rho_{i,t}$). Responses 1 and 2 are "
-               r"written out, the others are summarized. "
+               r"terms $\ell_{i,t}$ (for example $-A_i\,\rho_{i,t}$). In responses 1 and 2 one "
+               r"token's term $\ell_{i,t}$ is written out and the other $L_i - 1$ summed in "
+               r"$R_i$; the other responses are summarized. "
                r"$\mathcal{L}_{\mathrm{grpo}} = \frac1B\sum_i \frac{1}{L_i}\sum_t \ell_{i,t}$, "
                r"$\mathcal{L}_{\mathrm{dapo}} = \sum_{i,t}\ell_{i,t} / \sum_i L_i$ (also "
                r"`bnpo`), $\mathcal{L}_{\mathrm{dr\text{-}grpo}} = \sum_{i,t}\ell_{i,t} / "
@@ -587,7 +587,7 @@ def loss_aggregation() -> Derivation:
                   "Dr. GRPO: a constant normalizer",
                   tex_lhs=lhs("dr_grpo"),
                   tex_rhs=r"\Big(\frac{1}{B\,L_{\max}},\ \frac{1}{B\,L_{\max}}\Big)"),
-            equal(sp.Matrix([L1 * sp.Derivative(loss, ell[1, s1]) for loss in losses.values()]),
+            equal(sp.Matrix([L1 * sp.Derivative(loss, x1) for loss in losses.values()]),
                   sp.Matrix([1 / B, L1 / (L1 + L2 + N_o), L1 / (B * L_max)]),
                   "a whole response: 1/B in grpo whatever its length, else in proportion to it",
                   tex_lhs=r"L_1\,\frac{\partial\mathcal{L}}{\partial \ell_{1,t}}",
