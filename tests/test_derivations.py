@@ -416,6 +416,31 @@ def test_numeric_check_accepts_true_identities():
 
 # -- inequalities that verify() proves ----------------------------------------------------------
 
+def test_refutation_with_derivatives_of_unknown_functions():
+    """The quick numeric disproof treats ∂π(i, θ)/∂θ as one more unknown and solves a constraint
+    Σ_i π(i, θ) = 1 for one π(i, θ): a wrong step is rejected at once, a right one never."""
+    from rlhf_lab.derivations.core import _apply, _refute_numerically
+    K = sp.Symbol("K", integer=True, positive=True)
+    M = sp.Symbol("M", integer=True, positive=True)
+    i = sp.Symbol("i", integer=True, positive=True)
+    c = sp.Symbol("c", integer=True, positive=True)
+    th = sp.Symbol("theta", real=True)
+    pi = sp.Function("pi", positive=True)
+    q = sp.IndexedBase("q", positive=True)
+    Q = sp.IndexedBase("Q", positive=True)
+    P = pi(i, th)
+    norm = ((sp.Sum(P, (i, 1, K)), sp.Integer(1)),)
+    score = sp.Sum(P * sp.Derivative(sp.log(P), th) * q[i], (i, 1, K))
+    right = _apply(score - sp.Sum(q[i] * sp.Derivative(P, th), (i, 1, K)), ())
+    wrong = _apply(score - 2 * sp.Sum(q[i] * sp.Derivative(P, th), (i, 1, K)), ())
+    assert _refute_numerically(right) == "" and _refute_numerically(wrong) != ""
+    # with the constraint solved for π(2, θ), and sums of two different sizes
+    with_norm = sp.Sum(P * q[i], (i, 1, K)) * sp.Sum(Q[c], (c, 1, M)) - sp.Sum(P, (i, 1, K))
+    assert _refute_numerically(_apply(with_norm - with_norm, norm), norm) == ""
+    assert _refute_numerically(_apply(with_norm, norm), norm) != ""
+    assert _refute_numerically(_apply(sp.Sum(P, (i, 1, K)) - 1, norm), norm) == ""
+
+
 def test_sign_proofs_from_extrema_and_terms():
     u = sp.Symbol("u", positive=True)
     y = sp.Symbol("y", real=True)

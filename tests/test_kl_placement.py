@@ -100,7 +100,8 @@ def test_all_gradients_vanish_at_the_reference():
 # -- Monte Carlo --------------------------------------------------------------------------------------
 
 # Measured: over seeds 0-39, the 6 choices and 3 coordinates (720 z-scores), |mean − exact| / stderr
-# with n = 4000 samples had max 3.6 (a standard normal's 720-sample max is about 3.2-3.6).
+# with n = 4000 samples had mean 0.75 and max 3.47, the same under ATEN_CPU_CAPABILITY=default and
+# avx2 (a standard normal's |z| has mean 0.80, and 720 of them a max of about 3.2-3.6).
 MC_Z_LIMIT = 5.0
 
 
@@ -229,9 +230,12 @@ def test_trajectory_metrics_match_their_definitions(runs):
 
 
 def test_sampled_training_lands_near_its_own_optimum():
-    """With 64 samples per step the runs are noisy but still separate: measured over seeds 0-9,
-    the last-200-step average of k3 in the loss was within 0.012 of the forward optimum and at
-    least 0.035 from π*, and that of k1 in the reward within 0.012 of π* (max over seeds)."""
+    """With 64 samples per step (REINFORCE with the leave-one-out baseline) the runs still end at
+    their own optima. Measured over seeds 0-9 (ATEN_CPU_CAPABILITY default and avx2 alike), the
+    last-200-step average of k3 in the loss was at most 0.0005 from the forward optimum and at
+    least 0.047 from π*; that of k1 in the reward at most 1e-5 from π* (at π* the shaped reward
+    r − β k1 is the constant β log Z, so every sampled gradient vanishes there) and at least 0.048
+    from the forward optimum."""
     star = optimal_policy(REF.exp(), REWARDS, BETA)
     forward = kp.forward_kl_optimum(REF.exp(), REWARDS, BETA)
     for seed in range(2):
@@ -240,7 +244,7 @@ def test_sampled_training_lands_near_its_own_optimum():
             run = kp.train(REF, REWARDS, BETA, *choice, steps=800, lr=0.3, n_samples=64,
                            generator=torch.Generator().manual_seed(seed))
             tail = run.probs[-200:].mean(0)
-            assert (tail - target).abs().max() < 0.025, (choice, seed)
+            assert (tail - target).abs().max() < 0.01, (choice, seed)
             assert (tail - target).abs().max() < (tail - other).abs().max(), (choice, seed)
 
 
