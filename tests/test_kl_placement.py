@@ -264,6 +264,8 @@ def test_bad_input_is_named():
         kp.kl_term_gradient(z, torch.tensor([0.0, float("-inf"), 1.0]))
     with pytest.raises(ValueError, match="logits"):
         kp.kl_term_gradient(torch.zeros(2, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="logits"):
+        kp.kl_term_gradient(["a", "b"], [0.0, 1.0])
     with pytest.raises(ValueError, match="n_samples"):
         kp.kl_term_gradient_mc(z, ref, n_samples=1)
     with pytest.raises(ValueError, match="beta"):

@@ -66,7 +66,11 @@ CHOICES = (("k1", "loss"), ("k2", "loss"), ("k3", "loss"), ("k1", "reward"))
 
 
 def _vector(name: str, x, *, logits: bool = True) -> Tensor:
-    t = torch.as_tensor(x)
+    # a list of Python floats goes straight to float64, not through float32
+    try:
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a vector of numbers, got {x!r}") from None
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise ValueError(f"{name} must hold real numbers, got {t.dtype}")
     t = t.detach().to(torch.float64)
