@@ -174,7 +174,9 @@ def test_verify_all_is_fast_from_a_cold_start():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     elapsed = float(out.stdout.strip().splitlines()[-1])
-    assert elapsed < 10.0, f"verifying everything took {elapsed:.1f} s"
+    # 14 derivations of units 1-5 took 3.4 s on a quiet machine and 9-12 s on a busy one; the 14 of
+    # unit 6 add 3-4 s: a budget of 25 s catches a step that falls back to slow simplification
+    assert elapsed < 25.0, f"verifying everything took {elapsed:.1f} s"
     # and a second verify is served from the cache (the first pass in this process may be cold:
     # under pytest-xdist another worker may have run the other derivation tests)
     for d in ALL:
