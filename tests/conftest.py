@@ -9,15 +9,14 @@ Kept small on purpose; other test files may use them:
 - ``device``: CPU, plus CUDA when available (CUDA cases skip otherwise).
 - ``one_thread``: one intra-op torch thread for the test (training tests: deterministic and robust
   on a busy shared 2-core machine); use with ``pytest.mark.usefixtures("one_thread")``.
-
-Warnings that rlhf_lab's own calls cause fail the test (``-W error`` for our code only, issue 15):
-the hooks come from ``_warning_policy.py``, which says how a warning is traced to its cause.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+# warnings caused by rlhf_lab's own calls fail the test: -W error for our code only (issue 15)
 from _warning_policy import pytest_runtest_makereport, pytest_runtest_protocol  # noqa: F401
 
 from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
