@@ -21,6 +21,9 @@ import contextlib
 import pytest
 import torch
 
+# warnings caused by rlhf_lab's own calls fail the test: -W error for our code only (issue 15)
+from _warning_policy import pytest_runtest_makereport, pytest_runtest_protocol  # noqa: F401
+
 from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
