@@ -4,8 +4,9 @@ The book's rule is that nothing is scaled down to fit: a figure is drawn at the 
 at, a table wraps or scrolls inside its own box, a derivation is one display equation per step
 (:meth:`rlhf_lab.derivations.core.Derivation.markdown`). The numbers below were measured in the
 built book (sphinx-book-theme, headless Chromium): at a 1280 px wide window a cell output is
-``COLUMN_PX`` = 688 CSS px wide, and printed text (14 px monospace) fits ``TEXT_COLUMNS`` = 80
-characters per line.
+``COLUMN_PX`` = 688 CSS px wide, and printed text (14 px monospace, 8.4 px a character, 16 px
+padding each side) fits 77 characters a line; ``TEXT_COLUMNS`` = 76 leaves one for glyphs that
+come from a fallback font (Σ, π, ␣).
 
 One call at the top of a notebook::
 
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 COLUMN_PX = 688          # CSS px: width of a cell output in the book at a 1280 px window
-TEXT_COLUMNS = 80        # characters of printed output per line that fit COLUMN_PX
+TEXT_COLUMNS = 76        # characters of printed output per line that fit COLUMN_PX (77 measured)
 MIN_TEXT_PX = 9          # CSS px: the smallest text a figure may show (tests/test_book.py)
 DPI = 100                # figure pixels per inch, at which 1 figure px = 1 CSS px in the book
 FIGURE_WIDTH = 6.6       # inches: COLUMN_PX less the tight bounding box's padding
