@@ -88,8 +88,8 @@ def _running_text(seconds: float | None) -> str:
     if seconds is None:
         return "not recorded"
     if seconds < 60:
-        return "under 1 min"
-    return f"about {round(seconds / 60)} min"
+        return "< 1 min"
+    return f"{round(seconds / 60)} min"
 
 
 class UnitTimes(SphinxDirective):
@@ -98,7 +98,7 @@ class UnitTimes(SphinxDirective):
     has_content = True
 
     def run(self):
-        rows = ["| Unit | Reading | Running (CPU) |", "| --- | --- | --- |"]
+        rows = ["| Unit | Reading | Running |", "| --- | --- | --- |"]
         for line in self.content:
             docname = line.strip().strip("/")
             if not docname:
@@ -108,7 +108,7 @@ class UnitTimes(SphinxDirective):
                 raise self.error(f"unit-times: no stored notebook {docname}.ipynb")
             self.env.note_dependency(str(path))
             t = unit_times(path)
-            rows.append(f"| {{doc}}`/{docname}` | about {t['reading_min']} min "
+            rows.append(f"| {{doc}}`/{docname}` | {t['reading_min']} min "
                         f"| {_running_text(t['running_s'])} |")
         container = nodes.container(classes=["rlhf-unit-times"])
         self.state.nested_parse(StringList(rows, source="unit-times"), self.content_offset, container)

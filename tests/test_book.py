@@ -16,6 +16,7 @@ The whole file runs on one pytest-xdist worker (``--dist loadfile``), so the boo
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -477,6 +478,8 @@ _PREPARE_JS = """() => {
         const limit = document.documentElement.clientWidth + 1, found = [];
         const walk = (el) => {
             const style = getComputedStyle(el);
+            if (style.position === 'fixed' || style.visibility === 'hidden' || style.display === 'none')
+                return;                                  // off-canvas sidebars do not scroll the page
             if (el.getBoundingClientRect().right > limit && el.getClientRects().length) {
                 const tag = el.tagName.toLowerCase() + (el.className && typeof el.className === 'string'
                     ? '.' + el.className.trim().split(/\\s+/).slice(0, 2).join('.') : '');
@@ -717,3 +720,34 @@ def test_pages_show_nothing_meant_for_a_kernel_or_a_test(reader, html_dir, docna
     _prepare(reader, docname, html_dir)
     problems = reader.page.evaluate(_LEFTOVERS_JS)
     assert not problems, f"{docname}:\n  " + "\n  ".join(problems)
+
+
+def test_unit_times_come_from_the_stored_notebook(tmp_path):
+    """The front page's reading and running times (directive ``unit-times`` of _ext/offline_book):
+    a notebook with 450 words of Markdown, 120 lines of code and two cells that ran 30 s and 45 s
+    reads in 450/100 + 120/10 = 16.5 -> 20 min and runs in 75 s."""
+    sys.path.insert(0, str(REPO / "_ext"))
+    from offline_book import unit_times
+
+    def cell(kind, source, start=None, seconds=None):
+        c = {"cell_type": kind, "source": source, "metadata": {}}
+        if start is not None:
+            c["metadata"]["execution"] = {
+                "iopub.execute_input": f"2026-01-01T00:00:{start:02d}.000000Z",
+                "shell.execute_reply": f"2026-01-01T00:{(start + seconds) // 60:02d}:"
+                                       f"{(start + seconds) % 60:02d}.000000Z"}
+        return c
+
+    nb = {"cells": [cell("markdown", "# The title\n" + "word " * 447),
+                    cell("code", "x = 1\n" * 60, 0, 30), cell("code", "\n".join(["y = 2"] * 60), 30, 45),
+                    cell("markdown", "")],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "unit.ipynb"
+    path.write_text(json.dumps(nb))
+    t = unit_times(path)
+    assert (t["title"], t["words"], t["code_lines"]) == ("The title", 450, 120)
+    assert t["reading_min"] == 20 and t["running_s"] == pytest.approx(75.0)
+    nb["cells"][1]["metadata"] = {}
+    nb["cells"][2]["metadata"] = {}
+    path.write_text(json.dumps(nb))
+    assert unit_times(path)["running_s"] is None

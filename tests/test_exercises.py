@@ -50,7 +50,10 @@ def test_placeholder_asks_for_an_answer_without_raising(call, capsys):
     assert call() is None
     line = one_line(capsys)
     assert line == PLACEHOLDER_MESSAGE
-    assert not line.startswith(("✔", "✘")) and "Jupyter" in line and "Colab" in line
+    assert not line.startswith(("✔", "✘"))
+    # it fits the book's column (tests/test_book.py measures printed lines): 76 characters
+    assert len(PLACEHOLDER_MESSAGE) <= 76
+    assert len(FUNCTION_PLACEHOLDER_MESSAGE.format(name="my_token_penalty")) <= 76
 
 
 def test_an_unwritten_function_body_is_unanswered_not_wrong(capsys):
@@ -198,7 +201,7 @@ def test_check_function_reports_exceptions_and_placeholders(capsys):
     assert check_function(unfinished, masked_mean, CASES) is False
     assert "returned None: did you forget `return`?" in one_line(capsys)
     assert check_function(lambda x, mask=None: ..., masked_mean, CASES) is None
-    assert "still returns `...`" in one_line(capsys)
+    assert one_line(capsys) == FUNCTION_PLACEHOLDER_MESSAGE.format(name="<lambda>")
     assert check_function(42, masked_mean, CASES) is False
     assert "should be a function" in one_line(capsys)
 

@@ -57,10 +57,9 @@ __all__ = [
     "Quiz",
 ]
 
-PLACEHOLDER_MESSAGE = ("✎ Your turn: replace `...` with your answer and run this cell "
-                       "(in Jupyter or on Colab) to check it.")
-FUNCTION_PLACEHOLDER_MESSAGE = ("✎ Your turn: write the body of {name} (it still returns `...`) "
-                                "and run this cell (in Jupyter or on Colab) to check it.")
+# One line that fits the book's column (76 characters, rlhf_lab.course.display.TEXT_COLUMNS)
+PLACEHOLDER_MESSAGE = "✎ Your turn: replace `...` with your answer and run this cell to check it."
+FUNCTION_PLACEHOLDER_MESSAGE = "✎ Your turn: fill in {name}, then run this cell to check it."
 RIGHT = "✔"
 WRONG = "✘"
 
