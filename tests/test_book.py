@@ -696,8 +696,9 @@ _LEFTOVERS_JS = """() => {
         if (el.children.length || !/NBVAL/.test(el.textContent)) continue;
         out.push('NBVAL marker shown: ' + window.rlhfWhere(el));
     }
-    for (const o of document.querySelectorAll('.cell_output .output, .cell_output > div')) {
-        const t = o.textContent.trim().replace(/^Out\\[\\d*\\]:\\s*/, '');
+    for (const o of document.querySelectorAll('.cell_output .output')) {
+        const pre = o.querySelector('pre');           // not the copy button's "Copy to clipboard"
+        const t = (pre ? pre.textContent : o.textContent).trim().replace(/^Out\\[\\d*\\]:\\s*/, '');
         if (t === 'True' || t === 'False')
             out.push('bare ' + t + ' output: ' + window.rlhfWhere(o));
     }
