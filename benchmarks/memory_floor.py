@@ -3,12 +3,12 @@
 
 ``ru_maxrss`` after: the bare interpreter, ``import torch``, transformers' GPT-2, the trainer's
 module (``rlhf_lab.ppo``, or ``trl.experimental.ppo`` with ``--trainer trl`` run from TRL's venv),
-and the anchor's tokenizer and four models. It is the floor under any peak-memory figure that
+and the shared setup's tokenizer and four models (``shared_setup.py``). It is the floor under any peak-memory figure that
 ``ppo_throughput.py`` reports for this config; prints one JSON line (and appends it to
 ``results/memory_floor.jsonl``).
 
-    .venv/bin/python benchmarks/memory_floor.py
-    .venv-trl/bin/python benchmarks/memory_floor.py --trainer trl
+    python benchmarks/memory_floor.py
+    benchmarks/.venvs/trl-1.12/bin/python benchmarks/memory_floor.py --trainer trl
 """
 
 from __future__ import annotations
@@ -52,11 +52,10 @@ def main() -> None:
     stages[f"+ {a.trainer} PPO module"] = peak_mb()
 
     sys.path.insert(0, str(HERE))
-    import ppo_throughput
+    import shared_setup
 
-    anchor = ppo_throughput.load_anchor(ppo_throughput.DEFAULT_ANCHOR)
-    tokenizer, _ = anchor.build_tokenizer()
-    models = anchor.build_models(tokenizer)  # noqa: F841
+    tokenizer, _ = shared_setup.tokenizer_and_prompts()
+    models = shared_setup.ppo_models(tokenizer)  # noqa: F841
     stages["+ tokenizer and the 4 anchor models"] = peak_mb()
 
     line = {"kind": "memory_floor", "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "trainer": a.trainer,

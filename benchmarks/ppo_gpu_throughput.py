@@ -6,7 +6,7 @@ vocabulary 50,257: 124M parameters), random initialization, batch 64, prompts of
 ids, responses of exactly 64 tokens (no stop token), 4 PPO epochs, 1 minibatch, bf16 autocast,
 the value head on the policy's trunk (``--value separate`` for a second GPT-2 as value model).
 The reward is a rule that costs nothing (the number of response tokens in a fixed 1/16 of the
-vocabulary, the token-set task of ``ppo_throughput.py``), so the figure is the trainer's own
+vocabulary, the token-set rule of ``shared_setup.py``), so the figure is the trainer's own
 cost: sampling, reference forward, update.
 
 Prints JSON lines: one per run (s/iteration, episodes/s, generated tokens/s, phase split, peak
@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 
 def build(args):
     import torch
-    from ppo_throughput import token_set_reward_model
+    from shared_setup import token_set_reward_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from rlhf_lab.course.models import word_tokenizer
@@ -121,7 +121,7 @@ def main() -> None:
         metrics = trainer.train(prompts, args.iterations, callback=tick)
         per_iter = [b - a for a, b in zip(stamps[:-1], stamps[1:])][1:]
         med = statistics.median(per_iter)
-        tokens = statistics.median(m["response_length"] for m in metrics[1:]) * args.batch
+        tokens = statistics.median(m["completions/mean_length"] for m in metrics[1:]) * args.batch
         emit({
             "kind": "ppo_gpu_throughput_run", "run": run, **env, "parameters": n_params,
             "batch_size": args.batch, "prompt_len": args.prompt_len, "response_length": args.response_length,

@@ -22,8 +22,11 @@ Tensor = torch.Tensor
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
-def _pair(logp: Tensor, ref_logp: Tensor, mask: Optional[Tensor]):
+def _pair(logp: Tensor, ref_logp: Tensor, mask: Optional[Tensor], validate: bool = True):
     """Validate a ``(logp, ref_logp, mask)`` triple; return the two with padding zeroed, and the mask."""
+    if not validate:
+        m = as_mask(mask, logp, validate=False)
+        return zero_padding(logp, m), zero_padding(ref_logp.to(logp.dtype), m), m
     check_same_shape(logp=logp, ref_logp=ref_logp)
     if logp.dim() < 1:
         raise ValueError("logp must have at least one dimension (tokens on the last axis)")
@@ -60,7 +63,8 @@ def sequence_log_ratio(logp: Tensor, ref_logp: Tensor, mask: Optional[Tensor] = 
     return (lp - rp).sum(dim=-1)
 
 
-def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k1", mask: Optional[Tensor] = None) -> Tensor:
+def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k1", mask: Optional[Tensor] = None, *,
+                validate: bool = True) -> Tensor:
     r"""Per-token estimators of :math:`\mathrm{KL}(\pi_\theta \| \pi_{\text{ref}})` (Schulman, 2020).
 
     For a token sampled from :math:`\pi_\theta`, let
@@ -73,14 +77,16 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k1", mask: Optional
       always :math:`\ge 0` (since :math:`\log r \le r - 1`), with lower variance than k1 when the
       two policies are close. Computed as ``expm1(log r) - log r`` for accuracy near 0.
 
-    Used in unit 5 for the per-token KL reward and for monitoring.
+    Used in unit 5 for the per-token KL reward and for monitoring (PPO's ``approx_kl`` is k3 with
+    the old policy in the role of :math:`\pi_\theta` and the current one in the role of the
+    reference). ``validate=False`` skips the checks that read values (see :mod:`rlhf_lab.masked`).
 
     Returns:
         ``[B, T]`` estimates; padded positions are 0.
     """
     if kind not in KL_ESTIMATORS:
         raise ValueError(f"kind must be one of {KL_ESTIMATORS}, got {kind!r}")
-    lp, rp, _ = _pair(logp, ref_logp, mask)
+    lp, rp, _ = _pair(logp, ref_logp, mask, validate)
     log_r = rp - lp  # exactly 0 at padded positions, so every estimator is 0 there
     if kind == "k1":
         return -log_r

@@ -27,7 +27,7 @@ those samples under the policy that produced them, pass the same ``temperature``
 from __future__ import annotations
 
 import inspect
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -35,12 +35,12 @@ from .masked import check_scalar
 
 Tensor = torch.Tensor
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+LOW_PRECISION = (torch.float16, torch.bfloat16)  # computed in float32 here; the trainer recomputes under them
 
 
 def _as_compute_dtype(logits: Tensor) -> Tensor:
     """float16/bfloat16 logits are upcast to float32 (log-softmax in half precision loses ~1e-2)."""
-    if logits.dtype in _LOW_PRECISION:
+    if logits.dtype in LOW_PRECISION:
         return logits.float()
     return logits
 
@@ -49,7 +49,7 @@ def _check_temperature(temperature: float) -> float:
     return check_scalar("temperature", temperature, positive=True)
 
 
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0, *, validate: bool = True) -> Tensor:
     r"""Log-softmax of ``logits / temperature`` gathered at ``tokens``.
 
     .. math::
@@ -64,6 +64,8 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
         logits: ``[B, T, V]`` (any leading shape ``[..., V]``).
         tokens: ``[B, T]`` integer ids in ``[0, V)``.
         temperature: sampling temperature :math:`T_s > 0`.
+        validate: check that every token lies in the vocabulary (reads the tokens: a host sync
+            on a GPU). ``False`` for a loop whose tokens were checked once, e.g. sampled ones.
 
     Returns:
         ``[B, T]`` log-probabilities (float32, or float64 for float64 logits).
@@ -79,7 +81,7 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
         )
     t = _check_temperature(temperature)
     vocab = logits.shape[-1]
-    if tokens.numel() and bool(((tokens < 0) | (tokens >= vocab)).any()):  # one device sync
+    if validate and tokens.numel() and bool(((tokens < 0) | (tokens >= vocab)).any()):  # one device sync
         raise ValueError(f"tokens must lie in [0, {vocab}) (the vocabulary of logits)")
     z = _as_compute_dtype(logits)
     if t != 1.0:
@@ -147,6 +149,34 @@ def right_pad(token_lists, pad_id: int, device=None) -> Tuple[Tensor, Tensor]:
     """Responses of the batch layout: lists of token ids right-padded to a common length ``T``,
     as ``(ids [B, T], mask [B, T])``."""
     return _pad(token_lists, pad_id, device, left=False)
+
+
+def max_context(model) -> Optional[int]:
+    """The number of positions the model can read (``None`` when its config does not say)."""
+    cfg = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_fits_model(model, input_ids: Tensor, name: str = "input_ids", hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` when a row of ``input_ids`` is longer than the model's
+    context or holds a token id outside its input vocabulary: torch would otherwise fail deep
+    inside the forward with an ``IndexError``. One read of the ids (a host sync)."""
+    context = max_context(model)
+    if context is not None and input_ids.shape[-1] > context:
+        raise ValueError(f"{name} has rows of {input_ids.shape[-1]} tokens, more than the model's context of "
+                         f"{context} positions{hint}")
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is None or input_ids.numel() == 0:
+        return
+    vocab = int(embeddings.weight.shape[0])
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"{name} holds token id {low if low < 0 else high}, outside the model's vocabulary "
+                         f"[0, {vocab}) (a tokenizer that does not belong to the model?)")
 
 
 def _accepts(model, name: str) -> bool:

@@ -4,6 +4,12 @@ A ``mask`` is a float (or bool) tensor of the same shape as the data: 1 for real
 0 for padding after EOS. ``None`` means all ones. Padded positions must never change a result, so
 every reduction here multiplies by the mask *and* replaces padded values by zero first (a NaN or
 inf sitting in a padded slot would otherwise leak through ``0 * nan``).
+
+Validation that reads a tensor's values (a mask of only 0 and 1, no NaN, a non-empty mask) makes
+the host wait for the device: ``bool(tensor)`` is a synchronization on a GPU. The functions that
+a training loop calls many times per step therefore take ``validate=True`` (check everything,
+the default for direct callers) or ``validate=False`` (the caller has checked its inputs once,
+e.g. the PPO trainer at its boundary: the loop then never waits for the device).
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import torch
 Tensor = torch.Tensor
 
 
-def as_mask(mask: Optional[Tensor], like: Tensor, name: str = "mask") -> Tensor:
-    """Return ``mask`` as a tensor of ``like``'s dtype and shape (all ones when ``None``)."""
+def as_mask(mask: Optional[Tensor], like: Tensor, name: str = "mask", validate: bool = True) -> Tensor:
+    """Return ``mask`` as a tensor of ``like``'s dtype and shape (all ones when ``None``).
+
+    ``validate=False`` skips the check that it holds only 0 and 1 (the one check that reads values)."""
     if mask is None:
         return torch.ones_like(like)
     if not isinstance(mask, torch.Tensor):
@@ -25,7 +33,7 @@ def as_mask(mask: Optional[Tensor], like: Tensor, name: str = "mask") -> Tensor:
     if mask.shape != like.shape:
         raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected {tuple(like.shape)}")
     mask = mask.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
-    if not torch.all((mask == 0) | (mask == 1)):
+    if validate and not torch.all((mask == 0) | (mask == 1)):
         raise ValueError(f"{name} must contain only 0 and 1")
     return mask
 
@@ -89,13 +97,16 @@ def masked_sum(x: Tensor, mask: Optional[Tensor] = None, dim=None) -> Tensor:
     return xm.sum() if dim is None else xm.sum(dim=dim)
 
 
-def masked_mean(x: Tensor, mask: Optional[Tensor] = None, dim=None, name: str = "mask") -> Tensor:
-    """Σ mask·x / Σ mask. An all-zero mask has no mean and raises ``ValueError``."""
-    m = as_mask(mask, x, name)
+def masked_mean(x: Tensor, mask: Optional[Tensor] = None, dim=None, name: str = "mask",
+                validate: bool = True) -> Tensor:
+    """Σ mask·x / Σ mask. An all-zero mask has no mean and raises ``ValueError`` (with
+    ``validate=False`` nothing is checked: the caller guarantees a 0/1 mask with a real token)."""
+    m = as_mask(mask, x, name, validate=validate)
     count = m.sum() if dim is None else m.sum(dim=dim)
-    if bool((count == 0).any()):
+    if validate and bool((count == 0).any()):
         raise ValueError(f"{name} is all zeros where a mean is needed")
-    return masked_sum(x, m, dim) / count
+    xm = zero_padding(x, m)
+    return (xm.sum() if dim is None else xm.sum(dim=dim)) / count
 
 
 def masked_var(x: Tensor, mask: Optional[Tensor] = None, unbiased: bool = True, name: str = "mask") -> Tensor:

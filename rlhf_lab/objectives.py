@@ -125,12 +125,27 @@ def per_token_rewards(
     return rewards + torch.where(at_last, s.unsqueeze(1), torch.zeros_like(rewards))
 
 
+def _check_per_token(mask: Optional[Tensor], **tensors: Tensor) -> None:
+    """The checks of a loss over tokens: floating ``[B, T]`` tensors of one shape, a 0/1 mask with
+    at least one real token, no NaN or inf at a real token. Each reads values (a host sync)."""
+    first_name, first = next(iter(tensors.items()))
+    check_token_tensor(first_name, first)
+    check_same_shape(**tensors)
+    m = as_mask(mask, first)
+    if bool(m.sum() == 0):
+        raise ValueError("mask is all zeros where a mean is needed")
+    for name, x in tensors.items():
+        check_finite(name, x, m)
+
+
 def ppo_clip_loss(
     logp: Tensor,
     old_logp: Tensor,
     advantages: Tensor,
     clip_eps: float,
     mask: Optional[Tensor] = None,
+    *,
+    validate: bool = True,
 ) -> Tuple[Tensor, Dict[str, Tensor]]:
     r"""PPO's clipped surrogate as a loss (Schulman et al., 2017), to be **minimized**.
 
@@ -143,41 +158,45 @@ def ppo_clip_loss(
     policy gradient of unit 3 normalized per token: :math:`-\operatorname{mean}_t \hat A_t
     \nabla \log \pi_\theta(a_t)`. ``old_logp`` and ``advantages`` are detached.
 
+    ``validate=True`` checks shapes, the mask (0/1, at least one real token), ``clip_eps > 0`` and
+    that the inputs are finite at real tokens, raising ``ValueError`` naming the argument; these
+    checks read tensor values, so on a GPU each waits for the device. ``validate=False`` skips
+    them and the function then never synchronizes: for a training loop whose inputs were checked
+    once (the PPO trainer checks them at its boundary).
+
     Returns:
         ``(loss, stats)``: ``loss`` a 0-d tensor; ``stats`` a dict of **detached 0-d tensors**
-        (call ``.item()`` when logging, once per step, to avoid GPU syncs in the loop):
+        (call ``.item()`` when logging, once per step):
 
         - ``clipfrac``: share of real tokens where the clipped term is the larger (strictly),
           i.e. where clipping removed the gradient;
-        - ``approx_kl``: mean of :math:`(\rho - 1) - \log \rho` (the k3 estimator; tokens come
-          from :math:`\pi_{\theta_{\text{old}}}`, so it estimates
+        - ``approx_kl``: mean of :math:`(\rho - 1) - \log \rho`, the k3 estimator of
+          :func:`rlhf_lab.divergence.kl_estimate` (tokens come from
+          :math:`\pi_{\theta_{\text{old}}}`, so it estimates
           :math:`\mathrm{KL}(\pi_{\theta_{\text{old}}} \| \pi_\theta)`; non-negative);
         - ``approx_kl_k1``: mean of :math:`-\log \rho` (the k1 estimator of the same KL);
         - ``ratio_mean``, ``ratio_min``, ``ratio_max``: of :math:`\rho` over real tokens.
     """
-    check_token_tensor("logp", logp)
-    check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages)
-    eps = check_scalar("clip_eps", clip_eps, positive=True)
-    m = as_mask(mask, logp)
-    if bool(m.sum() == 0):
-        raise ValueError("mask is all zeros where a mean is needed")
-    check_finite("logp", logp, m)
-    check_finite("old_logp", old_logp, m)
-    check_finite("advantages", advantages, m)
+    if validate:
+        clip_eps = check_scalar("clip_eps", clip_eps, positive=True)
+        _check_per_token(mask, logp=logp, old_logp=old_logp, advantages=advantages)
+    m = as_mask(mask, logp, validate=False)
+    old = old_logp.detach().to(logp.dtype)
     a = zero_padding(advantages.detach().to(logp.dtype), m)
-    log_ratio = zero_padding(logp - old_logp.detach().to(logp.dtype), m)
+    log_ratio = zero_padding(logp - old, m)
     ratio = torch.exp(log_ratio)
     unclipped = -a * ratio
-    clipped = -a * torch.clamp(ratio, 1.0 - eps, 1.0 + eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), m)
+    clipped = -a * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss = masked_mean(torch.maximum(unclipped, clipped), m, validate=False)
     with torch.no_grad():
+        new = logp.detach()
         real = m != 0  # min/max through where (boolean indexing would sync the GPU)
         inf = torch.full_like(ratio, float("inf"))
         stats = {
-            "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), m),
-            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, m),
-            "approx_kl_k1": masked_mean(-log_ratio, m),
-            "ratio_mean": masked_mean(ratio, m),
+            "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), m, validate=False),
+            "approx_kl": masked_mean(kl_estimate(old, new, "k3", m, validate=False), m, validate=False),
+            "approx_kl_k1": masked_mean(kl_estimate(old, new, "k1", m, validate=False), m, validate=False),
+            "ratio_mean": masked_mean(ratio, m, validate=False),
             "ratio_min": torch.where(real, ratio, inf).min(),
             "ratio_max": torch.where(real, ratio, -inf).max(),
         }
@@ -190,7 +209,9 @@ def value_loss(
     returns: Tensor,
     clip_eps: Optional[float] = None,
     mask: Optional[Tensor] = None,
-) -> Tensor:
+    *,
+    validate: bool = True,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
     r"""The value-head regression loss, optionally clipped around the rollout's values (unit 5).
 
     .. math::
@@ -199,23 +220,31 @@ def value_loss(
         V^{\text{clip}}_t = V^{\text{old}}_t + \operatorname{clip}(V_t - V^{\text{old}}_t, -\epsilon, \epsilon)
 
     Without ``clip_eps``: :math:`\tfrac12 \operatorname{mean}_t (V_t - \hat R_t)^2` (the A2C
-    critic loss of unit 3). ``old_values`` and ``returns`` are detached. Returns a 0-d tensor.
+    critic loss of unit 3). ``old_values`` and ``returns`` are detached. ``validate`` as in
+    :func:`ppo_clip_loss`.
+
+    Returns:
+        ``(loss, stats)``: ``loss`` a 0-d tensor; ``stats`` a dict of detached 0-d tensors with
+        ``clipfrac``, the share of real tokens where the clipped error is strictly the larger (the
+        clip decides the loss there and the gradient is 0; TRL's ``vf_clipfrac``; 0 without
+        ``clip_eps``).
     """
-    check_token_tensor("values", values)
-    check_same_shape(values=values, old_values=old_values, returns=returns)
-    m = as_mask(mask, values)
-    check_finite("values", values, m)
-    check_finite("old_values", old_values, m)
-    check_finite("returns", returns, m)
+    if validate:
+        _check_per_token(mask, values=values, old_values=old_values, returns=returns)
+        if clip_eps is not None:
+            clip_eps = check_scalar("clip_eps", clip_eps, positive=True)
+    m = as_mask(mask, values, validate=False)
     v = zero_padding(values, m)
     ret = zero_padding(returns.detach().to(values.dtype), m)
     err = (v - ret) ** 2
+    clipfrac = torch.zeros((), dtype=values.dtype, device=values.device)
     if clip_eps is not None:
-        eps = check_scalar("clip_eps", clip_eps, positive=True)
         old = zero_padding(old_values.detach().to(values.dtype), m)
-        v_clip = old + torch.clamp(v - old, -eps, eps)
-        err = torch.maximum(err, (v_clip - ret) ** 2)
-    return 0.5 * masked_mean(err, m)
+        v_clip = old + torch.clamp(v - old, -clip_eps, clip_eps)
+        err_clipped = (v_clip - ret) ** 2
+        clipfrac = masked_mean((err_clipped > err).to(values.dtype), m, validate=False)
+        err = torch.maximum(err, err_clipped)
+    return 0.5 * masked_mean(err, m, validate=False), {"clipfrac": clipfrac.detach()}
 
 
 def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tensor] = None, *,
@@ -245,7 +274,7 @@ def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tenso
     else:
         check_same_shape(logp=logp, advantages=advantages)
     policy = -policy_gradient_objective(logp, advantages, m)
-    critic = value_loss(values, values, returns, mask=m)
+    critic, _ = value_loss(values, values, returns, mask=m)
     loss = policy + c_v * critic
     stats = {"loss/policy": float(policy.detach()), "loss/value": float(critic.detach()),
              "advantage_mean": float(masked_mean(zero_padding(advantages.detach(), m), m))}

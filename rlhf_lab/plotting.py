@@ -19,17 +19,21 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+from .ppo.metrics import CURRENT_NAMES, Metrics
+
 DASHBOARD = (
-    ("reward", "mean score r(x, y)"),
-    ("kl", "KL(π‖π_ref) per response [nats]"),
-    ("entropy", "entropy per token [nats]"),
-    ("clipfrac", "clip fraction"),
+    ("objective/scores", "mean score r(x, y)"),
+    ("objective/kl", "KL(π‖π_ref) per response [nats]"),
+    ("policy/entropy", "entropy per token [nats]"),
+    ("policy/clipfrac", "clip fraction"),
     ("loss/value", "value loss"),
 )
 
 
 def load_metrics(path: Union[str, Path]) -> List[Dict[str, float]]:
-    """Read a metrics log written by the trainer (``metrics.jsonl`` or ``metrics.csv``)."""
+    """Read a metrics log written by the trainer (``metrics.jsonl`` or ``metrics.csv``). Each row
+    is a :class:`~rlhf_lab.ppo.metrics.Metrics`: a log of release 0.1 (flat names such as
+    ``reward``) answers the current names too, and a current log the flat ones."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path {str(path)!r} is not a file")
@@ -38,11 +42,11 @@ def load_metrics(path: Union[str, Path]) -> List[Dict[str, float]]:
             rows = []
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:
-                    rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+                    rows.append(Metrics({k: float(v) for k, v in row.items() if v not in ("", None)}))
                 except ValueError as e:
                     raise ValueError(f"{path}: line {line} holds a value that is not a number ({e})") from None
             return rows
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Metrics(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _smooth(ys: List[float], window: int) -> List[float]:
@@ -65,7 +69,8 @@ def plot_dashboard(
     """Plot one panel per metric against the iteration; returns the matplotlib figure.
 
     ``metrics``: the list returned by ``PPOTrainer.train`` (or a path to its log). ``keys``
-    defaults to reward, KL, entropy, clip fraction and value loss. ``smooth`` > 1 overlays a
+    defaults to the score, KL, entropy, clip fraction and value loss; the flat names of release
+    0.1 (``reward``, ``kl``, ``entropy``, ``clipfrac``) are read as the current ones. ``smooth`` > 1 overlays a
     running mean over that many iterations (the raw curve stays, faded)."""
     import matplotlib.pyplot as plt
 
@@ -75,7 +80,8 @@ def plot_dashboard(
     if not metrics:
         raise ValueError("metrics is empty")
     labels = dict(DASHBOARD)
-    keys = list(keys) if keys is not None else [k for k, _ in DASHBOARD]
+    keys = [CURRENT_NAMES.get(k, k) for k in keys] if keys is not None else [k for k, _ in DASHBOARD]
+    metrics = [m if isinstance(m, Metrics) else Metrics(m) for m in metrics]
     for i, m in enumerate(metrics):
         missing = [k for k in keys if k not in m]
         if missing:

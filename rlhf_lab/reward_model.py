@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .logprobs import position_ids_from_mask
-from .utils import default_device, eval_mode, seeded_torch
+from .logprobs import check_fits_model, position_ids_from_mask
+from .masked import check_scalar
+from .utils import eval_mode, resolve_device, seeded_torch
 
 Tensor = torch.Tensor
 Pair = Union[Tuple[str, str, str], Mapping[str, str]]
@@ -176,18 +177,30 @@ def _device_of(model) -> torch.device:
 def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
                 grad: bool = False) -> Tensor:
     """Scores ``[N]`` of ``texts`` under a one-label sequence-classification model, read as
-    :func:`score_with_model` reads them (a decoder at the last real token)."""
+    :func:`score_with_model` reads them (a decoder at the last real token). A text longer than the
+    model's context (without ``max_length``) or a tokenizer whose ids the model does not have
+    raises ``ValueError``."""
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token: set one, e.g. `tokenizer.pad_token = tokenizer.eos_token`")
+    _check_positive_int("batch_size", batch_size)
+    if max_length is not None:
+        _check_positive_int("max_length", max_length)
     device = _device_of(model)
     outs = []
     for s in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[s : s + batch_size]), return_tensors="pt", padding=True,
                         truncation=max_length is not None, max_length=max_length)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        check_fits_model(model, ids, "texts", hint="; pass max_length= to truncate them")
         with torch.enable_grad() if grad else torch.no_grad():
             outs.append(score_with_model(model, ids, mask))
     return torch.cat(outs)
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 def train_reward_model(
@@ -217,10 +230,11 @@ def train_reward_model(
     triples = _as_triples(pairs)
     if getattr(getattr(model, "config", None), "num_labels", 1) != 1:
         raise ValueError("model must be a sequence-classification model with num_labels=1")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    device = torch.device(device) if device is not None else default_device()
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("batch_size", batch_size)
+    check_scalar("learning_rate", learning_rate, positive=True)
+    check_scalar("weight_decay", weight_decay, nonnegative=True)
+    device = resolve_device(device, "device")
     model.to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
                             weight_decay=weight_decay)

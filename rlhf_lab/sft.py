@@ -23,9 +23,9 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .logprobs import left_pad, position_ids_from_mask, right_pad, sequence_logprobs
-from .masked import masked_mean
-from .utils import default_device, seeded_torch
+from .logprobs import check_fits_model, left_pad, position_ids_from_mask, right_pad, sequence_logprobs
+from .masked import check_scalar, masked_mean
+from .utils import resolve_device, seeded_torch
 
 Example = Union[Tuple[str, str], Mapping[str, str]]
 
@@ -112,7 +112,14 @@ def sft(
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    device = torch.device(device) if device is not None else default_device()
+    check_scalar("learning_rate", learning_rate, positive=True)
+    check_scalar("weight_decay", weight_decay, nonnegative=True)
+    if max_grad_norm is not None:
+        check_scalar("max_grad_norm", max_grad_norm, positive=True)
+    device = resolve_device(device, "device")
+    for i, (prompt, response) in enumerate(pairs):  # before any step: a too-long example fails now, not mid-epoch
+        ids, _, _ = encode_examples(tokenizer, [(prompt, response)], add_eos=add_eos)
+        check_fits_model(model, ids, f"examples[{i}]")
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)

@@ -51,3 +51,44 @@ def default_device() -> torch.device:
     if forced:
         return torch.device(forced)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device=None, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: :func:`default_device`), checked to be present:
+    a ``ValueError`` naming the setting ``name`` when it is malformed or not on this machine
+    (torch itself fails later, deep inside, with an ``AssertionError`` for a missing CUDA)."""
+    if device is None:
+        device, name = default_device(), "RLHF_LAB_DEVICE" if os.environ.get("RLHF_LAB_DEVICE") else name
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must name a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={str(device)!r} but CUDA is not available on this machine: "
+                             f"use 'cpu' (or leave {name} unset to pick CUDA only when present)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}={str(device)!r} but MPS is not available on this machine: use 'cpu'")
+    return resolved
+
+
+#: the first CUDA compute capability with bfloat16 tensor cores (Ampere: A100, RTX 30xx)
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def autocast_dtype(device=None) -> str:
+    """The ``PPOConfig.dtype`` (autocast precision) that suits ``device`` (default: :func:`default_device`).
+
+    - ``"bfloat16"`` on a CUDA GPU of compute capability 8.0 or more (A100, H100, L4, RTX 30xx/40xx);
+    - ``"float16"`` on an older CUDA GPU (T4, V100: ``torch.cuda.is_bf16_supported()`` answers
+      True there, but bfloat16 is emulated, slower than float32; float16 has tensor cores, and
+      the trainer adds a gradient scaler);
+    - ``"float32"`` elsewhere (CPU, MPS): no autocast.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return "float32"
+    capability = torch.cuda.get_device_capability(device)
+    return "bfloat16" if tuple(capability) >= BF16_MIN_CAPABILITY else "float16"

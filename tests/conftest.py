@@ -9,9 +9,14 @@ Kept small on purpose; other test files may use them:
 - ``device``: CPU, plus CUDA when available (CUDA cases skip otherwise).
 - ``one_thread``: one intra-op torch thread for the test (training tests: deterministic and robust
   on a busy shared 2-core machine); use with ``pytest.mark.usefixtures("one_thread")``.
+- ``host_syncs``: a context manager counting the reads of tensor values into Python
+  (``bool(t)``, ``float(t)``, ``int(t)``, ``t.item()``, ``t.tolist()``), each a host-device
+  synchronization on a GPU: ``with host_syncs() as reads: ...; assert reads.count == 0``.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -49,3 +54,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class _Reads:
+    count = 0
+
+
+@pytest.fixture
+def host_syncs(monkeypatch):
+    @contextlib.contextmanager
+    def counting():
+        reads = _Reads()
+        originals = {name: getattr(torch.Tensor, name)
+                     for name in ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")}
+
+        def counted(original):
+            def read(self, *args, **kwargs):
+                reads.count += 1
+                return original(self, *args, **kwargs)
+            return read
+
+        with monkeypatch.context() as patch:
+            for name, original in originals.items():
+                patch.setattr(torch.Tensor, name, counted(original))
+            yield reads
+
+    return counting

@@ -332,13 +332,36 @@ def test_front_page_has_math_and_figure(reader, html_dir):
 @pytest.mark.browser
 @pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
 def test_notebook_page_exercises_and_launch(reader, html_dir, docname):
-    """Each unit has exercises whose solutions stay hidden until toggled, and a Colab button."""
+    """Each unit has exercises whose solutions stay hidden until toggled, and a Colab button that
+    opens the Colab-ready copy (colab/NAME.ipynb, plain Markdown), which the page offers for
+    download too, with the book's exercise numbers."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "_ext"))
+    import colab_convert
+
     reader.open(html_dir / f"{docname}.html")
     page = reader.page
-    colab = page.locator(f'a[href^="{COLAB}"][href$="{docname}.ipynb"]')
-    assert colab.count() >= 1, "no Colab launch link for this notebook"
+    name = Path(docname).name
+    copy_url = colab_convert.Book.load(ROOT).colab_url(name)
+    assert copy_url.startswith(COLAB) and copy_url.endswith(f"/{colab_convert.COPIES_DIR}/{name}.ipynb")
+    assert page.locator(f'a[href="{copy_url}"]').count() >= 1, \
+        f"no Colab launch link to the Colab-ready copy ({copy_url})"
+    assert (ROOT / colab_convert.COPIES_DIR / f"{name}.ipynb").exists(), "the copy Colab opens is not committed"
+    assert page.locator(f'a[href^="{COLAB}"][href$="{docname}.ipynb"]').count() == 0, \
+        "a Colab link still opens the MyST notebook, whose markup Colab shows raw"
     assert page.locator('a[href$="_sources/' + docname + '.ipynb"]').count() >= 1, \
         "no .ipynb download link"
+    download = page.locator(f'a[href$="{colab_convert.COPIES_DIR}/{name}.ipynb"]')
+    assert download.count() >= 1, "no download link to the Colab-ready copy"
+    built_copy = html_dir / colab_convert.COPIES_DIR / f"{name}.ipynb"
+    assert built_copy.exists(), "the Colab-ready copy is not in the built book"
+    copy_cells = json.loads(built_copy.read_text(encoding="utf-8"))["cells"]
+    copy_numbers = [n for c in copy_cells if c["cell_type"] == "markdown"
+                    for n in re.findall(r"^#### Exercise (\d+)", "".join(c["source"]), re.M)]
+    page_numbers = re.findall(r"Exercise (\d+)", " ".join(
+        page.locator("div.exercise .admonition-title, div.exercise-start .admonition-title").all_text_contents()))
+    assert copy_numbers == page_numbers, "the Colab-ready copy numbers its exercises unlike the book"
     exercises = page.locator("div.exercise, div.exercise-start")
     solutions = page.locator("div.solution, div.solution-start")
     assert exercises.count() >= 1, "no {exercise} block"

@@ -18,6 +18,7 @@ import sympy as sp
 import rlhf_lab.derivations as D
 from rlhf_lab.derivations import (
     advantage_objective,
+    beyond_ppo,
     divergence_penalty,
     kl_derivation,
     ppo_objective,
@@ -35,7 +36,7 @@ from rlhf_lab.derivations.core import (
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = [divergence_penalty, token_decomposition, advantage_objective, kl_derivation,
-           ppo_objective]
+           ppo_objective, beyond_ppo]
 ALL = D.all_derivations()
 IDS = [d.name for d in ALL]
 
@@ -82,6 +83,11 @@ def test_issue_coverage():
         "ppo_objective.gae_is_discounted_td_sum[T=4]",
         "ppo_objective.gae_is_discounted_td_sum[T=3]",
         "ppo_objective.per_token_rewards",
+        "beyond_ppo.gradient_of_expectation", "beyond_ppo.k1_in_loss", "beyond_ppo.k2_in_loss",
+        "beyond_ppo.k3_in_loss", "beyond_ppo.kl_in_reward", "beyond_ppo.forward_kl_optimum",
+        "beyond_ppo.group_baseline", "beyond_ppo.leave_one_out", "beyond_ppo.grpo_advantage",
+        "beyond_ppo.bernoulli_std_weight", "beyond_ppo.loss_aggregation",
+        "beyond_ppo.length_bias", "beyond_ppo.one_step_ratio", "beyond_ppo.clip_higher",
     ]:
         assert n in names, n
 
@@ -176,7 +182,9 @@ def test_verify_all_is_fast_from_a_cold_start():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     elapsed = float(out.stdout.strip().splitlines()[-1])
-    assert elapsed < 10.0, f"verifying everything took {elapsed:.1f} s"
+    # 14 derivations of units 1-5 took 3.4 s on a quiet machine and 9-12 s on a busy one; the 14 of
+    # unit 6 add 3-4 s: a budget of 25 s catches a step that falls back to slow simplification
+    assert elapsed < 25.0, f"verifying everything took {elapsed:.1f} s"
     # and a second verify is served from the cache (the first pass in this process may be cold:
     # under pytest-xdist another worker may have run the other derivation tests)
     for d in ALL:
@@ -197,7 +205,7 @@ ALLOWED_MACROS = {
     "partial", "infty", "to", "geq", "leq", "neq", "approx", "succ", "hat", "tilde", "sigma",
     "pi", "theta", "tau", "beta", "rho", "epsilon", "gamma", "lambda", "delta", "eta", "alpha",
     "Delta", "Sigma", "textstyle", "displaystyle", "leftarrow", "|", ",", ";", "!", " ", "{",
-    "}", "\\", "matrix", "limits", "sqrt", "Bigg", "Pr",
+    "}", "\\", "matrix", "limits", "sqrt", "Bigg", "Pr", "bar", "ell",
 }
 
 
@@ -479,6 +487,31 @@ def test_numeric_check_accepts_true_identities():
 
 
 # -- inequalities that verify() proves ----------------------------------------------------------
+
+def test_refutation_with_derivatives_of_unknown_functions():
+    """The quick numeric disproof treats ∂π(i, θ)/∂θ as one more unknown and solves a constraint
+    Σ_i π(i, θ) = 1 for one π(i, θ): a wrong step is rejected at once, a right one never."""
+    from rlhf_lab.derivations.core import _apply, _refute_numerically
+    K = sp.Symbol("K", integer=True, positive=True)
+    M = sp.Symbol("M", integer=True, positive=True)
+    i = sp.Symbol("i", integer=True, positive=True)
+    c = sp.Symbol("c", integer=True, positive=True)
+    th = sp.Symbol("theta", real=True)
+    pi = sp.Function("pi", positive=True)
+    q = sp.IndexedBase("q", positive=True)
+    Q = sp.IndexedBase("Q", positive=True)
+    P = pi(i, th)
+    norm = ((sp.Sum(P, (i, 1, K)), sp.Integer(1)),)
+    score = sp.Sum(P * sp.Derivative(sp.log(P), th) * q[i], (i, 1, K))
+    right = _apply(score - sp.Sum(q[i] * sp.Derivative(P, th), (i, 1, K)), ())
+    wrong = _apply(score - 2 * sp.Sum(q[i] * sp.Derivative(P, th), (i, 1, K)), ())
+    assert _refute_numerically(right) == "" and _refute_numerically(wrong) != ""
+    # with the constraint solved for π(2, θ), and sums of two different sizes
+    with_norm = sp.Sum(P * q[i], (i, 1, K)) * sp.Sum(Q[c], (c, 1, M)) - sp.Sum(P, (i, 1, K))
+    assert _refute_numerically(_apply(with_norm - with_norm, norm), norm) == ""
+    assert _refute_numerically(_apply(with_norm, norm), norm) != ""
+    assert _refute_numerically(_apply(sp.Sum(P, (i, 1, K)) - 1, norm), norm) == ""
+
 
 def test_sign_proofs_from_extrema_and_terms():
     u = sp.Symbol("u", positive=True)

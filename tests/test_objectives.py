@@ -162,35 +162,63 @@ def test_value_loss_with_and_without_clipping(float_dtype):
     g = torch.Generator().manual_seed(3)
     v, old, ret = (torch.randn(3, 6, generator=g, dtype=float_dtype) for _ in range(3))
     _, _, _, mask = _data(dtype=float_dtype)
-    plain = value_loss(v, old, ret, mask=mask)
+    plain, plain_stats = value_loss(v, old, ret, mask=mask)
     want = 0.5 * sum((v[b, t].item() - ret[b, t].item()) ** 2 for b, t in _real(mask)) / len(_real(mask))
     assert plain.item() == pytest.approx(want, rel=1e-5)
     eps = 0.2
-    clipped = value_loss(v, old, ret, clip_eps=eps, mask=mask)
-    terms = []
+    clipped, stats = value_loss(v, old, ret, clip_eps=eps, mask=mask)
+    terms, n_clipped = [], 0
     for b, t in _real(mask):
         vb, ob, rb = v[b, t].item(), old[b, t].item(), ret[b, t].item()
         v_clip = ob + min(max(vb - ob, -eps), eps)
         terms.append(0.5 * max((vb - rb) ** 2, (v_clip - rb) ** 2))
+        n_clipped += (v_clip - rb) ** 2 > (vb - rb) ** 2  # TRL's vf_clipfrac: the clipped error is the larger
     assert clipped.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
     assert clipped.item() >= plain.item()
+    assert stats["clipfrac"].item() == pytest.approx(n_clipped / len(terms))
+    assert 0 < n_clipped < len(terms)  # the data exercise both branches
+    assert plain_stats["clipfrac"].item() == 0
+    assert all(x.dim() == 0 and not x.requires_grad for x in stats.values())
     # a clip range wider than every change is no clipping at all
-    assert value_loss(v, old, ret, clip_eps=100.0, mask=mask).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert value_loss(v, old, ret, clip_eps=100.0, mask=mask)[0].item() == pytest.approx(plain.item(), rel=1e-6)
 
 
 def test_value_loss_gradient_stops_where_the_clipped_term_wins():
     v = torch.tensor([[2.0, 0.1]], requires_grad=True)
     old = torch.tensor([[0.0, 0.0]])
     ret = torch.tensor([[-1.0, 1.0]])
-    loss = value_loss(v, old, ret, clip_eps=0.5)
+    loss, _ = value_loss(v, old, ret, clip_eps=0.5)
     loss.backward()
     # token 0: v moved +2 away from R = -1; v_clip = 0.5, (0.5+1)^2 < (2+1)^2: the unclipped term wins
     # token 1: v moved +0.1, inside the clip range: both terms agree; gradient (v - R)/n either way
     assert v.grad[0].tolist() == pytest.approx([(2.0 + 1.0) / 2, (0.1 - 1.0) / 2])
     v2 = torch.tensor([[1.5]], requires_grad=True)
     # moved +1.5 towards R=2: clipped 0.5 is farther, (0.5-2)^2 > (1.5-2)^2, clipped term wins: zero gradient
-    value_loss(v2, torch.zeros(1, 1), torch.full((1, 1), 2.0), clip_eps=0.5).backward()
+    value_loss(v2, torch.zeros(1, 1), torch.full((1, 1), 2.0), clip_eps=0.5)[0].backward()
     assert v2.grad.item() == 0
+
+
+def test_unvalidated_losses_read_no_tensor_value_and_equal_the_validated_ones(host_syncs):
+    """A training loop calls both losses with ``validate=False``: no host sync at all. The
+    validated path (for direct callers) reads values once per check: 5 in ppo_clip_loss (mask is
+    0/1, mask not empty, three inputs finite) and 5 in value_loss, against 27 for the pair before
+    the checks moved to the boundary (every masked mean re-checked its mask)."""
+    logp, old, adv, mask = _data(seed=1)
+    g = torch.Generator().manual_seed(3)
+    v, v_old, ret = (torch.randn(3, 6, generator=g, dtype=logp.dtype) for _ in range(3))
+    results, counts = [], []
+    for validate in (False, True):
+        with host_syncs() as reads:
+            pg = ppo_clip_loss(logp, old, adv, 0.2, mask, validate=validate)
+            vf = value_loss(v, v_old, ret, 0.2, mask, validate=validate)
+        counts.append(reads.count)
+        results.append((pg, vf))
+    assert counts == [0, 10]
+    (pg_fast, vf_fast), (pg_checked, vf_checked) = results
+    for fast, checked in ((pg_fast, pg_checked), (vf_fast, vf_checked)):
+        assert torch.equal(fast[0], checked[0])
+        assert fast[1].keys() == checked[1].keys()
+        assert all(torch.equal(fast[1][k], checked[1][k]) for k in fast[1])
 
 
 @settings(max_examples=50, deadline=None)
@@ -213,7 +241,7 @@ def test_padding_changes_nothing():
     assert a[0].item() == b[0].item() and all(a[1][k].item() == b[1][k].item() for k in a[1])
     scores = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     assert torch.equal(per_token_rewards(scores, logp, old, 0.1, mask), per_token_rewards(scores, dirty[0], dirty[1], 0.1, mask))
-    assert value_loss(logp, old, adv, 0.2, mask).item() == value_loss(*dirty, 0.2, mask).item()
+    assert value_loss(logp, old, adv, 0.2, mask)[0].item() == value_loss(*dirty, 0.2, mask)[0].item()
     assert policy_gradient_objective(logp, adv, mask).item() == policy_gradient_objective(dirty[0], dirty[2], mask).item()
 
 

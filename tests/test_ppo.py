@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
 import torch
 
 from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
-from rlhf_lab.logprobs import position_ids_from_mask, sequence_logprobs
+from rlhf_lab.logprobs import sequence_logprobs
 from rlhf_lab.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.ppo.rewards import TargetWordReward
 from rlhf_lab.ppo.rollout import Rollout
@@ -49,42 +50,62 @@ def same_metrics(a, b):
 
 
 # ------------------------------------------------------------------------------------ learning
+# Thresholds from tests/measure_ppo_thresholds.py: seeds 0-11 (model initialization and trainer
+# seed), each under ATEN_CPU_CAPABILITY=default and =avx2 and with 1 and 2 torch threads, 48 runs
+# per quantity on an AVX2 machine. Every (capability, threads) pair gave a different run for the
+# same seed (sampling turns last-bit differences into other tokens), so these are distributions:
+#
+#   quantity (test)                                  min     median   max
+#   mean score, first 3 iterations (raises_reward)   0.000   0.008    0.019
+#   gain, last 3 minus first 3 (raises_reward)       0.227   0.575    0.883
+#   largest KL over 30 iterations (raises_reward)    7.55    20.95    30.31
+#   KL, beta = 0.001, last 3 of 15 (large_beta)      0.958   5.05     15.64
+#   KL, beta = 2, last 3 of 15 (large_beta)          0.125   0.407    0.633
+#   KL ratio beta=0.001 / beta=2 (large_beta)        2.02    12.2     42.8
+#
+# The thresholds leave a margin of 1.6x to 2.6x beyond the worst run measured (the old 0.25 gain and
+# the absolute 0.5 bound on the beta = 2 KL were inside these distributions: 0.227 and 0.633).
+START_MAX, GAIN_MIN, KL_MAX = 0.05, 0.1, 60.0
+BETA_ITERATIONS, LARGE_BETA_KL_MAX, KL_RATIO_MIN = 15, 1.2, 1.25
+
+
 def test_ppo_raises_reward_on_target_word_task_with_bounded_kl(tok):
     """A tiny GPT-2 rewarded for the share of the word 'good' learns it within a few dozen
     iterations, while the KL to the reference stays bounded."""
     trainer = PPOTrainer(tiny(tok), tok, TargetWordReward("good"),
                          cfg(batch_size=16, response_length=8, stop_token=None, kl_coef=0.02))
     ms = trainer.train(PROMPTS, 30)
-    start = sum(m["reward"] for m in ms[:3]) / 3
-    end = sum(m["reward"] for m in ms[-3:]) / 3
-    assert start < 0.05
-    assert end > start + 0.25, (start, end)
-    assert max(m["kl"] for m in ms) < 40.0
-    for key in ("reward", "kl", "entropy", "clipfrac", "approx_kl", "loss/policy", "loss/value",
-                "episodes_per_second", "tokens_per_second"):
+    start = sum(m["objective/scores"] for m in ms[:3]) / 3
+    end = sum(m["objective/scores"] for m in ms[-3:]) / 3
+    assert start < START_MAX
+    assert end > start + GAIN_MIN, (start, end)
+    assert max(m["objective/kl"] for m in ms) < KL_MAX
+    for key in ("objective/scores", "objective/kl", "policy/entropy", "policy/clipfrac", "policy/approxkl",
+                "loss/policy", "loss/value", "time/episodes_per_second", "time/tokens_per_second"):
         assert all(math.isfinite(m[key]) for m in ms), key
 
 
 def test_large_beta_keeps_policy_near_reference(tok):
-    """Same task and steps: with a large β the KL stays near 0, with a tiny β it grows."""
+    """Same task and steps: the KL to the reference with beta = 2 stays well under the KL with
+    beta = 0.001 (a relative claim; 12x at the median of the measured runs, 2x at the worst)."""
     def final_kl(beta):
         t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"),
                        cfg(batch_size=16, response_length=8, stop_token=None, kl_coef=beta))
-        ms = t.train(PROMPTS, 15)
-        return sum(m["kl"] for m in ms[-3:]) / 3, sum(m["reward"] for m in ms[-3:]) / 3
+        ms = t.train(PROMPTS, BETA_ITERATIONS)
+        return sum(m["objective/kl"] for m in ms[-3:]) / 3
 
-    kl_small, _ = final_kl(0.001)
-    kl_large, _ = final_kl(2.0)
-    assert kl_large < 0.5
-    assert kl_small > 4 * max(kl_large, 0.1)
+    kl_small, kl_large = final_kl(0.001), final_kl(2.0)
+    assert kl_large * KL_RATIO_MIN < kl_small, (kl_large, kl_small)
+    assert kl_large < LARGE_BETA_KL_MAX
 
 
 def test_adaptive_kl_coefficient_moves_towards_target(tok):
     t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"),
                    cfg(adaptive_kl=True, kl_coef=0.1, kl_target=100.0, kl_horizon=16, stop_token=None))
     ms = t.train(PROMPTS, 3)
-    assert ms[1]["kl_coef"] < ms[0]["kl_coef"]  # KL far below target: β shrinks
-    assert t.kl_ctl.value < ms[-1]["kl_coef"]
+    # KL far below the target: the clipped error is -0.2 and beta shrinks by 1 - 0.2 * 8 / 16 = 0.9 each time
+    assert ms[1]["objective/kl_coef"] == pytest.approx(0.9 * ms[0]["objective/kl_coef"])
+    assert t.kl_ctl.value == pytest.approx(0.9 * ms[-1]["objective/kl_coef"])
 
 
 # ------------------------------------------------------------------------------------ resume
@@ -156,10 +177,7 @@ def test_old_logprobs_and_values_from_sampling_equal_recomputation(tok):
     ref = sequence_logprobs(t.policy, ro.input_ids, ro.attention_mask, ro.response_start, temperature=0.7)
     torch.testing.assert_close(ro.logprobs, ref * ro.mask, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        v = t._values(ro.input_ids, ro.attention_mask, ro.response_start,
-                      t._parts.head and t._parts.trunk(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
-                                                       position_ids=position_ids_from_mask(ro.attention_mask))
-                      .last_hidden_state[:, ro.response_start - 1 : -1])
+        v = t._values(ro.input_ids, ro.attention_mask, ro.response_start)  # one full forward
     torch.testing.assert_close(ro.values, v * ro.mask, atol=1e-5, rtol=1e-5)
     # EOS handling: mask is ones then zeros, pad after EOS, `ended` marks the rows that stopped
     eos, pad = tok.eos_token_id, tok.pad_token_id
@@ -209,18 +227,20 @@ def test_gradient_accumulation_equals_one_large_minibatch(tok):
     b = PPOTrainer(tiny(tok), tok, TargetWordReward("good"), cfg(num_mini_batches=1, gradient_accumulation_steps=4))
     ma, mb = a.train(PROMPTS, 1)[0], b.train(PROMPTS, 1)[0]
     assert ma["loss/policy"] == pytest.approx(mb["loss/policy"], abs=1e-6)
+    assert ma["val/clipfrac"] == pytest.approx(mb["val/clipfrac"], abs=1e-6)
     for p, q in zip(a.policy.parameters(), b.policy.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
 
 
 def test_missing_eos_penalty_and_k3(tok):
-    t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"),
-                   cfg(stop_token=None, missing_eos_penalty=1.0, kl_estimator="k3"))
-    m = t.train(PROMPTS, 1)[0]
-    assert m["eos_fraction"] == 0.0
-    # Σ_t r_t = (score − penalty) + KL part, so rlhf_reward − non_score_reward = reward − 1
-    assert m["rlhf_reward"] - m["non_score_reward"] == pytest.approx(m["reward"] - 1.0, abs=1e-5)
-    assert m["non_score_reward"] <= 1e-7  # k3 ≥ 0
+    t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"), cfg(missing_eos_penalty=1.0, kl_estimator="k3"))
+    for m in t.train(PROMPTS, 3):
+        # Σ_t r_t = (score − penalty for a response without EOS) + KL part
+        penalty = 1.0 * (1 - m["completions/eos_fraction"])
+        assert 0 < penalty <= 1  # most responses of 6 tokens from a random policy do not stop
+        assert m["objective/rlhf_reward"] - m["objective/non_score_reward"] == pytest.approx(
+            m["objective/scores"] - penalty, abs=1e-5)
+        assert m["objective/non_score_reward"] <= 1e-7  # k3 ≥ 0
 
 
 def test_reward_model_scored_on_ids_equals_scored_on_text(tok):
@@ -240,7 +260,7 @@ def test_reward_model_scored_on_ids_equals_scored_on_text(tok):
     clean = ~torch.isin(ro.responses, special).any(dim=1)
     assert int(clean.sum()) >= 3
     torch.testing.assert_close(sa[clean], sb[clean], atol=1e-5, rtol=1e-5)
-    assert math.isfinite(a.learn(ro, PROMPTS)["reward"])
+    assert math.isfinite(a.learn(ro, PROMPTS)["objective/scores"])
 
 
 def test_separate_value_model_from_sequence_classifier_and_bf16_autocast(tok):
@@ -248,11 +268,14 @@ def test_separate_value_model_from_sequence_classifier_and_bf16_autocast(tok):
 
     vm = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, num_labels=1,
                                                   pad_token_id=tok.pad_token_id))
-    t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"), cfg(dtype="bfloat16"), value_model=vm)
+    t = PPOTrainer(tiny(tok), tok, TargetWordReward("good"), cfg(dtype="bfloat16", num_ppo_epochs=1, num_mini_batches=1),
+                   value_model=vm)
     assert t.recompute_logprobs
     ms = t.train(PROMPTS, 2)
-    assert all(math.isfinite(m["loss/value"]) and math.isfinite(m["kl"]) for m in ms)
-    assert ms[0]["ratio"] == pytest.approx(1.0, abs=0.05)
+    assert all(math.isfinite(m["loss/value"]) and math.isfinite(m["objective/kl"]) for m in ms)
+    # one minibatch step per iteration: its statistics come from the forward before the step, which
+    # the recomputed old log-probabilities equal exactly (the ratio is 1 to float32 rounding)
+    assert all(m["val/ratio"] == pytest.approx(1.0, abs=1e-6) and m["policy/approxkl"] < 1e-9 for m in ms)
 
 
 def test_log_files_and_progress(tok, tmp_path):
@@ -263,8 +286,16 @@ def test_log_files_and_progress(tok, tmp_path):
     js = load_metrics(tmp_path / "run" / "metrics.jsonl")
     cs = load_metrics(tmp_path / "run" / "metrics.csv")
     assert len(js) == len(cs) == 2
-    assert js[1]["reward"] == ms[1]["reward"]
-    assert cs[1]["kl"] == pytest.approx(ms[1]["kl"])
+    assert js[1]["objective/scores"] == ms[1]["objective/scores"]
+    assert cs[1]["objective/kl"] == pytest.approx(ms[1]["objective/kl"])
+    assert "reward" not in json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    # the flat names of release 0.1 stay readable for one release, in memory and from the log
+    for row in (ms[1], js[1]):
+        for old, new in (("reward", "objective/scores"), ("kl", "objective/kl"), ("entropy", "policy/entropy"),
+                         ("clipfrac", "policy/clipfrac"), ("approx_kl", "policy/approxkl"),
+                         ("episodes_per_second", "time/episodes_per_second"),
+                         ("tokens_per_second", "time/tokens_per_second"), ("loss/policy", "loss/policy")):
+            assert old in row and row[old] == row[new] and row.get(old) == row[new]
 
 
 # ------------------------------------------------------------------------------------ errors

@@ -13,7 +13,6 @@ from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
 from rlhf_lab.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.ppo import rollout as rollout_module
 from rlhf_lab.ppo.modeling import TanhGELU, fuse_tanh_gelu
-from rlhf_lab.ppo.rewards import TargetWordReward
 from rlhf_lab.ppo.rollout import sample_categorical
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,16 +62,48 @@ def test_fuse_leaves_other_activations_and_non_modules_alone():
     assert fuse_tanh_gelu(lambda prompts, responses: [0.0] * len(responses)) == 0
 
 
-def test_trainer_fuses_every_model_unless_told_not_to():
+def test_trainer_fuses_activations_only_inside_its_calls_and_gives_every_model_back_unchanged():
+    """During an iteration every model runs the fused GELU (seen from inside the reward call);
+    before and after, the caller's policy, reference, value and reward models hold their own
+    Python GELU modules again (the trainer never leaves a caller's model rewritten)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
     tok = word_tokenizer()
-    reward = TargetWordReward("good")
-    fused = PPOTrainer(tiny_causal_lm(tok, n_layer=2, n_embd=32, n_head=2), tok, reward,
-                       PPOConfig(batch_size=4, progress=False, device="cpu", value_model="separate"))
-    for m in (fused.policy, fused.ref_policy, fused.value_model):
-        assert _python_gelus(m) == []
-    kept = PPOTrainer(tiny_causal_lm(tok, n_layer=2, n_embd=32, n_head=2), tok, reward,
-                      PPOConfig(batch_size=4, progress=False, device="cpu", fused_activations=False))
-    assert len(_python_gelus(kept.policy)) == 2 and len(_python_gelus(kept.ref_policy)) == 2
+    policy, ref = (tiny_causal_lm(tok, n_layer=2, n_embd=32, n_head=2, seed=s) for s in (0, 1))
+    value = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2,
+                                                     num_labels=1, pad_token_id=tok.pad_token_id))
+    originals = {id(m): list(_python_gelus(m)) for m in (policy, ref, value)}
+    seen_during_the_call = []
+
+    def reward(prompts, responses):
+        seen_during_the_call.append([len(_python_gelus(m)) for m in (trainer.policy, trainer.ref_policy,
+                                                                      trainer.value_model)])
+        return [0.0] * len(responses)
+
+    for fused in (True, False):
+        seen_during_the_call.clear()
+        trainer = PPOTrainer(policy, tok, reward, PPOConfig(batch_size=4, progress=False, device="cpu",
+                                                            fused_activations=fused),
+                             ref_policy=ref, value_model=value)
+        trainer.train(["hello", "the cat is"], 2)
+        assert seen_during_the_call == [[0, 0, 0]] * 2 if fused else [[2, 2, 1]] * 2
+        for m in (policy, ref, value):
+            assert list(_python_gelus(m)) == originals[id(m)]  # the very same module objects
+
+
+def test_fused_tanh_gelu_restores_the_modules_after_an_exception():
+    from rlhf_lab.ppo.modeling import fused_tanh_gelu
+
+    tok = word_tokenizer()
+    model = tiny_causal_lm(tok, n_layer=2, n_embd=32, n_head=2)
+    before = _python_gelus(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with fused_tanh_gelu(model, None, lambda p, r: [0.0]) as n:
+            assert n == 2 and _python_gelus(model) == []
+            with fused_tanh_gelu(model) as again:
+                assert again == 0
+            raise RuntimeError("boom")
+    assert _python_gelus(model) == before
 
 
 def test_sampler_frequencies_match_the_softmax():

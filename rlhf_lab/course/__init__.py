@@ -10,13 +10,14 @@ where they draw or check symbolic answers.
 - ``tabular``     unit 1's tree MDP, where every trajectory probability can be enumerated
 - ``bandits``     unit 3's softmax bandit and episodic MDP with exact policy gradients
 - ``toy_domain``  unit 5's text domain: prompts, an SFT grammar and a hidden gold reward
+- ``kl_placement`` unit 6's softmax policy under each placement of the KL term (loss or reward)
 
 The module map of the whole package is in the book's library page (``book/library.md``).
 """
 
 import importlib
 
-_SUBMODULES = {"exercises", "widgets", "models", "tabular", "bandits", "toy_domain"}
+_SUBMODULES = {"exercises", "widgets", "models", "tabular", "bandits", "toy_domain", "kl_placement"}
 
 
 def __getattr__(name):

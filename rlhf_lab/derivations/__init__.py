@@ -17,6 +17,8 @@ unit   module                  what is derived
 3      ``advantage_objective`` log-derivative trick, softmax score, baseline, A2C loss
 4      ``kl_derivation``       pi* = pi_ref exp(r/beta)/Z and the KL form of the objective
 5      ``ppo_objective``       clipped surrogate cases, GAE, per-token KL reward
+6      ``beyond_ppo``          E[grad k1] = 0, E[grad k2], E[grad k3]; KL in the reward;
+                               group baselines (RLOO, GRPO); loss aggregation; clip-higher
 =====  ======================  ==========================================================
 """
 
@@ -32,6 +34,7 @@ UNITS = (
     "advantage_objective",
     "kl_derivation",
     "ppo_objective",
+    "beyond_ppo",
 )
 
 __all__ = [

@@ -358,30 +358,28 @@ def _is_constraint(old) -> bool:
 
 
 def _finite_instance(expr, constraints, size=2):
-    """``expr`` with the symbolic upper limit of its sums set to ``size`` and the sums written
-    out, and each constraint ``old = new`` imposed by solving it for one indexed atom or symbol
-    it is linear in. Returns ``(expr, solved)``, or None where that is not possible."""
+    """``expr`` with the symbolic upper limits of its sums (positive integer symbols) set to
+    ``size`` and the sums written out, and each constraint ``old = new`` imposed by solving it
+    for one indexed atom, applied undefined function or symbol it is linear in. Returns
+    ``(expr, solved)``, or None where that is not possible."""
     sums = list(expr.atoms(sp.Sum))
-    n = None
+    sizes = {}
     if sums:
-        sizes = set()
         for sm in sums:
             if len(sm.limits) != 1 or not sm.limits[0][1].is_number:
                 return None
-            sizes |= sm.limits[0][2].free_symbols
-        if len(sizes) != 1:
+            sizes.update({s: size for s in sm.limits[0][2].free_symbols})
+        if not all(s.is_integer and s.is_positive for s in sizes):
             return None
-        (n,) = sizes
-        if not (n.is_integer and n.is_positive):
-            return None
-        expr = expr.subs(n, size).doit()
+        expr = expr.subs(sizes).doit()
     solved = {}
     for old, new in constraints:
         eq = old - new
-        if n is not None:
-            eq = eq.subs(n, size)
+        if sizes:
+            eq = eq.subs(sizes)
         eq = eq.doit().xreplace(solved)
         candidates = (sorted(eq.atoms(Indexed), key=sp.default_sort_key, reverse=True)
+                      + sorted(eq.atoms(AppliedUndef), key=sp.default_sort_key, reverse=True)
                       + sorted(eq.free_symbols - eq.atoms(Indexed), key=sp.default_sort_key,
                                reverse=True))
         for atom in candidates:
@@ -399,16 +397,30 @@ def _finite_instance(expr, constraints, size=2):
     return (expr.xreplace(solved) if solved else expr), solved
 
 
+def _opaque_derivatives(expr):
+    """``expr`` with each derivative of an undefined function that ``doit`` left (``∂π(i, θ)/∂θ``)
+    replaced by a new undefined function of the same arguments: an unknown number at each point,
+    which is all a refutation needs (a value of it that breaks the identity disproves it)."""
+    reps = {}
+    for der in expr.atoms(sp.Derivative):
+        f = der.expr
+        if isinstance(f, AppliedUndef):
+            name = "_d_" + f.func.__name__ + "_" + "_".join(str(v) for v in der.variables)
+            real = bool(f.is_real) and all(bool(v.is_real) for v in der.variables)
+            reps[der] = sp.Function(name, real=real)(*f.args)
+    return expr.xreplace(reps) if reps else expr
+
+
 def _refute_numerically(expr, subs=(), tol=1e-8) -> str:
     """A quick disproof of ``expr == 0`` (an empty string when there is none): ``expr`` evaluated
     at one point that its symbols' assumptions and the step's constraints (``subs`` with an
     expression as key, such as Σ_i p_i = 1) allow, sums over a symbolic number of terms written
     out for two terms. It can only reject, never accept: a step is accepted only by the exact
-    simplification; this just spares a wrong step the slow attempts. Derivatives and limits are
-    left to the exact check, and so is any point where a solved constraint breaks an
-    assumption."""
+    simplification; this just spares a wrong step the slow attempts. A derivative of an
+    undefined function counts as one more unknown; other derivatives and limits are left to the
+    exact check, and so is any point where a solved constraint breaks an assumption."""
     entries = list(expr) if isinstance(expr, sp.MatrixBase) else [expr]
-    whole = sp.Tuple(*[sp.sympify(e) for e in entries])
+    whole = _opaque_derivatives(sp.Tuple(*[sp.sympify(e) for e in entries]))
     constraints = [(old, new) for old, new in subs if _is_constraint(old)]
     solved = {}
     if constraints or whole.has(sp.Sum):

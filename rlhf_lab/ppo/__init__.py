@@ -7,9 +7,11 @@
     metrics = trainer.train(prompts, iterations=50)     # one dict per iteration
     trainer.save("run.pt"); trainer = PPOTrainer.load("run.pt", policy, tokenizer, reward)
 
-Modules: ``config`` (the dataclass), ``rollout`` (sampling with the KV cache), ``modeling``
-(trunk/head split, value heads, reward scoring), ``trainer`` (the iteration), ``checkpoint``
-(atomic files), ``__main__`` (the ``rlhf-ppo`` command line).
+Modules: ``config`` (the dataclass, one docstring per field), ``trainer`` (the iteration, as the
+numbered steps of its algorithm box), ``rollout`` (sampling with the KV cache), ``modeling``
+(trunk/head split, value heads and value models), ``metrics`` (the metric names, in TRL's
+namespaces), ``checkpoint`` (atomic files, random states), ``rewards`` (toy reward functions),
+``__main__`` (the ``rlhf-ppo`` command line).
 """
 
 from .config import PPOConfig

@@ -34,7 +34,10 @@ def _load_yaml(path: Path) -> dict:
 
     if not path.is_file():
         raise SystemExit(f"config file {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SystemExit(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
         raise SystemExit(f"{path}: the run file must be a mapping")
     return data
@@ -86,53 +89,88 @@ def build_reward(spec: dict):
     raise ValueError(f"unknown reward kind {kind!r} (target_word, callable, model)")
 
 
+RUN_KEYS = {"policy", "reward", "prompts", "prompts_file", "iterations", "config", "output_dir", "resume", "save_every"}
+RUN_ONLY_FIELDS = {"progress", "log_dir", "device"}  # may differ between a checkpoint and the run file
+
+
+def _read_prompts(run: dict, run_file: Path) -> list:
+    if "prompts_file" in run:
+        path = Path(run["prompts_file"])
+        path = path if path.is_absolute() else run_file.parent / path
+        if not path.is_file():
+            raise ValueError(f"prompts_file {str(path)!r} not found")
+        prompts = [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+    else:
+        prompts = run.get("prompts") or []
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a list of strings")
+    if not prompts:
+        raise ValueError("no prompts (give `prompts:` or `prompts_file:`)")
+    return prompts
+
+
+def _count(run: dict, key: str, default: int) -> int:
+    value = run.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _trainer(run: dict, config, checkpoint: Path):
+    """A new trainer, or the checkpoint's when ``resume`` is set and one exists (its config must
+    then match the run file's, except the run-only fields)."""
+    from . import PPOTrainer
+
+    policy, tokenizer = build_policy(run.get("policy", {"tiny": {}}))
+    reward, reward_tokenizer = build_reward(run.get("reward", {"target_word": "good"}))
+    if not (run.get("resume") and checkpoint.is_file()):
+        return PPOTrainer(policy, tokenizer, reward, config, reward_tokenizer=reward_tokenizer)
+    trainer = PPOTrainer.load(checkpoint, policy, tokenizer, reward, reward_tokenizer=reward_tokenizer,
+                              **{k: getattr(config, k) for k in sorted(RUN_ONLY_FIELDS)})
+    changed = sorted(k for k, v in config.to_dict().items()
+                     if k not in RUN_ONLY_FIELDS and trainer.config.to_dict()[k] != v)
+    if changed:
+        raise ValueError(f"config differs from the checkpoint {checkpoint} in {changed}: resuming would ignore the "
+                         "run file's values; restore them, or set resume: false to start a new run")
+    print(f"resumed from {checkpoint} at iteration {trainer.iteration}", file=sys.stderr)
+    return trainer
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rlhf-ppo", description="Run PPO from a YAML run file.")
     ap.add_argument("--config", required=True, type=Path, help="the run file (YAML)")
     ap.add_argument("--iterations", type=int, help="override the run file's iterations")
-    a = ap.parse_args(argv)
-    run = _load_yaml(a.config)
-    known = {"policy", "reward", "prompts", "prompts_file", "iterations", "config", "output_dir", "resume", "save_every"}
-    unknown = sorted(set(run) - known)
+    args = ap.parse_args(argv)
+    run = _load_yaml(args.config)
+    unknown = sorted(set(run) - RUN_KEYS)
     if unknown:
-        raise SystemExit(f"{a.config}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        raise SystemExit(f"{args.config}: unknown key(s) {unknown}; expected some of {sorted(RUN_KEYS)}")
+    try:
+        return _run(run, args)
+    except ValueError as error:  # a bad value in the run file: say which, without a traceback
+        raise SystemExit(f"{args.config}: {error}") from None
 
-    from . import PPOConfig, PPOTrainer
 
-    if "prompts_file" in run:
-        base = a.config.parent
-        pf = Path(run["prompts_file"])
-        text = (pf if pf.is_absolute() else base / pf).read_text()
-        prompts = [line.rstrip("\n") for line in text.splitlines() if line.strip()]
-    else:
-        prompts = list(run.get("prompts") or [])
-    if not prompts:
-        raise SystemExit(f"{a.config}: no prompts (give `prompts:` or `prompts_file:`)")
-    iterations = a.iterations if a.iterations is not None else int(run.get("iterations", 10))
+def _run(run: dict, args) -> int:
+    from . import PPOConfig
+
+    prompts = _read_prompts(run, args.config)
+    iterations = args.iterations if args.iterations is not None else _count(run, "iterations", 10)
+    every = _count(run, "save_every", 0)
     out_dir = Path(run.get("output_dir", "runs/ppo"))
-    cfg_dict = dict(run.get("config") or {})
-    cfg_dict.setdefault("log_dir", str(out_dir))
-    config = PPOConfig.from_dict(cfg_dict)
-    policy, tokenizer = build_policy(run.get("policy", {"tiny": {}}))
-    reward, reward_tok = build_reward(run.get("reward", {"target_word": "good"}))
-    ckpt = out_dir / "checkpoint.pt"
-    if run.get("resume") and ckpt.is_file():
-        trainer = PPOTrainer.load(ckpt, policy, tokenizer, reward, reward_tokenizer=reward_tok,
-                                  progress=config.progress, log_dir=config.log_dir)
-        print(f"resumed from {ckpt} at iteration {trainer.iteration}", file=sys.stderr)
-    else:
-        trainer = PPOTrainer(policy, tokenizer, reward, config, reward_tokenizer=reward_tok)
-    every = int(run.get("save_every", 0) or 0)
+    config = PPOConfig.from_dict({"log_dir": str(out_dir), **dict(run.get("config") or {})})
+    checkpoint = out_dir / "checkpoint.pt"
+    trainer = _trainer(run, config, checkpoint)
 
-    def on_iteration(m):
-        print(json.dumps(m), flush=True)
+    def on_iteration(metrics):
+        print(json.dumps(metrics), flush=True)
         if every and trainer.iteration % every == 0:
-            trainer.save(ckpt)
+            trainer.save(checkpoint)
 
     remaining = max(0, iterations - trainer.iteration) if run.get("resume") else iterations
     trainer.train(prompts, remaining, callback=on_iteration)
-    trainer.save(ckpt)
-    print(f"checkpoint: {ckpt}", file=sys.stderr)
+    trainer.save(checkpoint)
+    print(f"checkpoint: {checkpoint}", file=sys.stderr)
     return 0
 
 

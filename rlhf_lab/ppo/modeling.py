@@ -12,13 +12,14 @@ logits (soft-capping, scaling) fall back to the model's own forward.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
-from ..logprobs import position_ids_from_mask, response_logits
+from ..logprobs import max_context, position_ids_from_mask, response_logits  # noqa: F401 (max_context: public here too)
 from ..reward_model import scalar_head
 from ..utils import eval_mode
 
@@ -41,18 +42,17 @@ def hidden_size(model) -> int:
     return int(model.get_input_embeddings().weight.shape[1])
 
 
-def max_context(model) -> Optional[int]:
-    cfg = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
-        v = getattr(cfg, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+def parameter_dtype(model) -> Optional[torch.dtype]:
+    """The dtype of the first floating-point parameter of ``model`` (``None`` without one)."""
+    if not isinstance(model, nn.Module):
+        return None
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 class CausalLMParts:
     """``trunk`` (the base model) and ``head`` (the output embedding) of a causal LM, or ``None``
-    for both when the model's logits are not ``head(trunk(x).last_hidden_state)``."""
+    for both when the model's logits are not ``head(trunk(x).last_hidden_state)`` (then
+    ``separable`` is False and the model's own forward is used)."""
 
     def __init__(self, model):
         self.model = model
@@ -63,7 +63,7 @@ class CausalLMParts:
             self.trunk, self.head = base, head
 
     @property
-    def fused(self) -> bool:
+    def separable(self) -> bool:
         return self.trunk is not None
 
 
@@ -72,7 +72,7 @@ def split_causal_lm(model, probe_len: int = 5) -> CausalLMParts:
     """Split ``model`` into trunk and head, verifying ``head(trunk(x)) == model(x).logits`` on a
     short probe (in eval mode) so that models that rescale their logits are never mis-scored."""
     parts = CausalLMParts(model)
-    if not parts.fused:
+    if not parts.separable:
         return parts
     device = next(model.parameters()).device
     vocab = model_vocab_size(model)
@@ -97,7 +97,7 @@ def policy_forward(parts: CausalLMParts, input_ids: Tensor, attention_mask: Tens
     """Response-aligned logits ``[B, T, V]`` (``T = L - P``) and, when ``want_hidden``, the hidden
     states ``[B, T, H]`` at the same positions (column ``P - 1 + t`` predicts response token t)."""
     p = response_start
-    if parts.fused:
+    if parts.separable:
         out = parts.trunk(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         h = out.last_hidden_state[:, p - 1 : -1]
@@ -134,23 +134,44 @@ def fuse_tanh_gelu(model: nn.Module) -> int:
     operations each way (a third of a small GPT-2's forward + backward time on a CPU), the fused
     kernel as one. The outputs agree to float32 rounding (a test checks logits and gradients).
     Modules hold no parameters, so state dicts and checkpoints are unchanged."""
-    classes = _python_tanh_gelu_classes()
-    if not classes or not isinstance(model, nn.Module):
-        return 0
-    targets = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) in classes]
-    for parent, name in targets:
+    targets = _python_tanh_gelus(model)
+    for parent, name, _ in targets:
         setattr(parent, name, TanhGELU())
     return len(targets)
 
 
-def new_value_head(width: int) -> nn.Linear:
-    r"""A linear value head :math:`V(s_t) = w^\top h_t + b`, initialized to zero.
+def _python_tanh_gelus(model) -> list:
+    classes = _python_tanh_gelu_classes()
+    if not classes or not isinstance(model, nn.Module):
+        return []
+    return [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+            if type(child) in classes]
+
+
+@contextlib.contextmanager
+def fused_tanh_gelu(*models) -> Iterator[int]:
+    """Within the block, every model in ``models`` runs its Python tanh-GELUs as :class:`TanhGELU`
+    (as :func:`fuse_tanh_gelu` does); on exit, even by an exception, the original modules are put
+    back, so a caller's model is left exactly as it was given. Yields how many were replaced.
+    Entering it again inside the block changes nothing (there is nothing left to replace)."""
+    targets = [t for m in models for t in _python_tanh_gelus(m)]
+    for parent, name, _ in targets:
+        setattr(parent, name, TanhGELU())
+    try:
+        yield len(targets)
+    finally:
+        for parent, name, original in targets:
+            setattr(parent, name, original)
+
+
+def new_value_head(width: int, dtype: Optional[torch.dtype] = None, device=None) -> nn.Linear:
+    r"""A linear value head :math:`V(s_t) = w^\top h_t + b`, initialized to zero, in ``dtype``
+    (that of the trunk it reads: a bfloat16 trunk gets a bfloat16 head) on ``device``.
 
     Zero weights make :math:`V \equiv 0` at the start and, on a shared trunk, send no value-loss
     gradient into the trunk on the first update (the policy is not disturbed before the head has
     learned anything); the bias then moves quickly to the mean return."""
-    head = nn.Linear(width, 1)
+    head = nn.Linear(width, 1, dtype=dtype, device=device)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     return head
@@ -175,8 +196,7 @@ class ValueModel(nn.Module):
         try:
             head = scalar_head(model)
         except ValueError:
-            head = new_value_head(hidden_size(model))
-            head.to(next(model.parameters()).device)
+            head = new_value_head(hidden_size(model), parameter_dtype(base), next(model.parameters()).device)
         return cls(base, head)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:

@@ -12,10 +12,15 @@ only, with the KV cache, reading from the same pass
 
 After a row emits the stop token its later columns hold the pad token and mask 0; the loop ends
 early once every row has stopped.
+
+The KV cache is passed under the name the model's ``forward`` takes (:func:`cache_argument`):
+``cache`` from transformers 5.24 on, ``past_key_values`` before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,6 +74,52 @@ def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
     return torch.minimum(idx, last_positive)
 
 
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes (and its output returns) the KV cache:
+    ``"cache"`` from transformers 5.24 on, where ``past_key_values`` is deprecated, and
+    ``"past_key_values"`` before (the floor, 4.56, has only that); chosen by the signature."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class _CachedForward:
+    """The policy's forward one step at a time with the KV cache: the whole prompt first, then the
+    token sampled last; returns the logits ``[B, V]`` and (with a value head) the values ``[B]``
+    at the last position."""
+
+    def __init__(self, parts: CausalLMParts, prompt_ids: Tensor, prompt_mask: Tensor, response_length: int,
+                 value_head: Optional[torch.nn.Module]):
+        B, self.prompt_len = prompt_ids.shape
+        self.parts, self.value_head = parts, value_head
+        self.model = parts.trunk if parts.separable else parts.model
+        self.cache_name = cache_argument(self.model)
+        self.extra = {} if parts.separable else {"logits_to_keep": 1, "output_hidden_states": value_head is not None}
+        self.full_mask = torch.ones((B, self.prompt_len + response_length), dtype=torch.long, device=prompt_ids.device)
+        self.full_mask[:, : self.prompt_len] = prompt_mask
+        self.next_position = position_ids_from_mask(prompt_mask)[:, -1:] + 1  # [B, 1]
+        self.ids, self.positions, self.cache, self.t = prompt_ids, position_ids_from_mask(prompt_mask), None, 0
+
+    def __call__(self):
+        out = self.model(input_ids=self.ids, attention_mask=self.full_mask[:, : self.prompt_len + self.t],
+                         position_ids=self.positions, use_cache=True, **{self.cache_name: self.cache}, **self.extra)
+        self.cache = getattr(out, self.cache_name)
+        if self.parts.separable:
+            hidden = out.last_hidden_state[:, -1]
+            logits = self.parts.head(hidden)
+        else:
+            logits = out.logits[:, -1]
+            hidden = out.hidden_states[-1][:, -1] if self.value_head is not None else None
+        values = self.value_head(hidden).squeeze(-1).float() if self.value_head is not None else None
+        return logits.float(), values
+
+    def advance(self, token: Tensor) -> None:
+        self.ids, self.positions = token.unsqueeze(1), self.next_position + self.t
+        self.t += 1
+
+
 @torch.no_grad()
 def sample(
     parts: CausalLMParts,
@@ -77,69 +128,36 @@ def sample(
     *,
     response_length: int,
     temperature: float,
-    pad_token_id: int,
-    stop_token_id: Optional[int],
-    generator: torch.Generator,
-    value_head: Optional[torch.nn.Module] = None,
-    autocast=None,
+    pad_token_id: int, stop_token_id: Optional[int], generator: torch.Generator,
+    value_head: Optional[torch.nn.Module] = None, autocast=None,
 ) -> Rollout:
     """Sample one response per prompt (at most ``response_length`` tokens) with the KV cache."""
-    import contextlib
-
     autocast = autocast or contextlib.nullcontext
-    B, P = prompt_ids.shape
-    device = prompt_ids.device
-    full_mask = torch.ones((B, P + response_length), dtype=torch.long, device=device)
-    full_mask[:, :P] = prompt_mask
+    B, device = prompt_ids.shape[0], prompt_ids.device
+    forward = _CachedForward(parts, prompt_ids, prompt_mask, response_length, value_head)
     tokens = torch.full((B, response_length), pad_token_id, dtype=torch.long, device=device)
-    mask = torch.zeros((B, response_length), dtype=torch.float32, device=device)
-    logps = torch.zeros((B, response_length), dtype=torch.float32, device=device)
-    ents = torch.zeros((B, response_length), dtype=torch.float32, device=device)
-    values = torch.zeros((B, response_length), dtype=torch.float32, device=device) if value_head is not None else None
+    per_token = {name: torch.zeros((B, response_length), dtype=torch.float32, device=device)
+                 for name in ("mask", "logprobs", "entropy", "values")}
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    next_pos = position_ids_from_mask(prompt_mask)[:, -1:] + 1  # [B, 1]
-    model = parts.trunk if parts.fused else parts.model
-
-    cache = None
-    step_ids, step_pos = prompt_ids, position_ids_from_mask(prompt_mask)
-    T = response_length
     for t in range(response_length):
         with autocast():
-            out = model(input_ids=step_ids, attention_mask=full_mask[:, : P + t], position_ids=step_pos,
-                        past_key_values=cache, use_cache=True,
-                        **({} if parts.fused else {"logits_to_keep": 1, "output_hidden_states": value_head is not None}))
-            cache = out.past_key_values
-            if parts.fused:
-                h = out.last_hidden_state[:, -1]
-                logits = parts.head(h)
-            else:
-                logits = out.logits[:, -1]
-                h = out.hidden_states[-1][:, -1] if value_head is not None else None
-            if value_head is not None:
-                v = value_head(h).squeeze(-1).float()
-        logits = logits.float()
-        z = logits / temperature
-        nxt = sample_categorical(z, generator)
+            logits, values = forward()
         live = ~done
-        nxt = torch.where(live, nxt, torch.full_like(nxt, pad_token_id))
-        tokens[:, t] = nxt
-        mask[:, t] = live.float()
-        lp = token_logprobs(logits.unsqueeze(1), nxt.unsqueeze(1), temperature).squeeze(1)
-        logps[:, t] = torch.where(live, lp, torch.zeros_like(lp))
-        ent = entropy_from_logits(logits, temperature)
-        ents[:, t] = torch.where(live, ent, torch.zeros_like(ent))
-        if values is not None:
-            values[:, t] = torch.where(live, v, torch.zeros_like(v))
+        token = torch.where(live, sample_categorical(logits / temperature, generator), pad_token_id)
+        tokens[:, t], per_token["mask"][:, t] = token, live.float()
+        logprob = token_logprobs(logits.unsqueeze(1), token.unsqueeze(1), temperature, validate=False).squeeze(1)
+        for name, x in (("logprobs", logprob), ("entropy", entropy_from_logits(logits, temperature)), ("values", values)):
+            if x is not None:
+                per_token[name][:, t] = torch.where(live, x, torch.zeros_like(x))
         if stop_token_id is not None:
-            done = done | (nxt == stop_token_id)
+            done = done | (token == stop_token_id)
             if bool(done.all()):
-                T = t + 1
                 break
-        step_ids, step_pos = nxt.unsqueeze(1), next_pos + t
-    tokens, mask, logps, ents = tokens[:, :T], mask[:, :T], logps[:, :T], ents[:, :T]
-    if values is not None:
-        values = values[:, :T]
-    input_ids = torch.cat([prompt_ids, tokens], dim=1)
-    attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+        forward.advance(token)
+    length = t + 1
+    per_token = {name: x[:, :length] for name, x in per_token.items()}
     ended = done if stop_token_id is not None else torch.zeros(B, dtype=torch.bool, device=device)
-    return Rollout(input_ids, attention_mask, P, tokens, mask, logps, ents, values, ended)
+    return Rollout(torch.cat([prompt_ids, tokens[:, :length]], dim=1),
+                   torch.cat([prompt_mask, per_token["mask"].long()], dim=1), prompt_ids.shape[1], tokens[:, :length],
+                   per_token["mask"], per_token["logprobs"], per_token["entropy"],
+                   per_token["values"] if value_head is not None else None, ended)

@@ -1,15 +1,10 @@
-r"""PPOTrainer: the flow of one PPO iteration (unit 5) wired from the tested core functions.
+r"""PPOTrainer: one PPO iteration (unit 5) wired from the tested functions of the library.
 
-.. code-block:: text
-
-    prompts ─► rollout (KV cache, temperature T_s: tokens, log π_old, entropy[, V])
-            ─► score r(x, y)            (reward callable or sequence-classification model)
-            ─► log π_ref, V(s_t)         (one no-grad forward each)
-            ─► r_t = −β·k̂_t + [t = last]·r          objectives.per_token_rewards
-            ─► Â_t, R̂_t  (GAE γ, λ; Â whitened)      advantages.gae / advantages.whiten
-            ─► K epochs × minibatches of  L = L^clip + c_V·L^V − c_H·H
-                                                      objectives.ppo_clip_loss / value_loss
-            ─► metrics, then β update                 kl_control.*KLController
+The steps of the algorithm box in :class:`PPOTrainer`'s docstring carry the same numbers in the
+code: step 1 in :meth:`PPOTrainer.step`, steps 2 to 8 in :meth:`PPOTrainer.learn`, the update of
+step 7 in :meth:`PPOTrainer._update` (minibatch -> micro-batch -> :meth:`PPOTrainer._loss`).
+Everything else (setting up the models and their precision, metrics, checkpoints) sits in named
+helpers around them.
 
 Every model stays in eval mode (dropout off: a policy sampled with dropout on and re-scored
 without it would not have a ratio of 1 at the first minibatch).
@@ -20,34 +15,35 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
-import random
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..advantages import gae, whiten
 from ..divergence import sequence_log_ratio
 from ..kl_control import AdaptiveKLController, FixedKLController
-from ..logprobs import entropy_from_logits, left_pad, response_logits, token_logprobs
+from ..logprobs import LOW_PRECISION, entropy_from_logits, left_pad, response_logits, token_logprobs
 from ..masked import masked_mean
 from ..objectives import per_token_rewards, ppo_clip_loss, value_loss
 from ..reward_model import score_with_model
-from ..utils import default_device
-from .checkpoint import atomic_torch_save, load_checkpoint
+from ..utils import resolve_device
+from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
 from .config import PPOConfig
+from .metrics import Metrics
 from .modeling import (
     ValueModel,
-    fuse_tanh_gelu,
+    fused_tanh_gelu,
     hidden_size,
     max_context,
     model_vocab_size,
     new_value_head,
+    parameter_dtype,
     policy_forward,
     split_causal_lm,
 )
@@ -58,34 +54,77 @@ RewardFn = Callable[[List[str], List[str]], Sequence[float]]
 CHECKPOINT_FORMAT = "rlhf_lab.ppo/1"
 
 
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+@dataclasses.dataclass
+class PPOBatch:
+    """What the PPO update reads, one row per response: the rollout's layout (``input_ids`` and
+    ``attention_mask`` ``[B, P + T]``, ``responses`` and ``mask`` ``[B, T]``) and the constants of
+    the update (``old_logprobs``, ``old_values``, ``advantages``, ``returns``: ``[B, T]``)."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    response_start: int
+    responses: Tensor
+    mask: Tensor
+    old_logprobs: Tensor
+    old_values: Tensor
+    advantages: Tensor
+    returns: Tensor
+
+    def rows(self, index: Tensor) -> "PPOBatch":
+        """The responses ``index`` (a minibatch or a micro-batch)."""
+        return PPOBatch(**{f.name: getattr(self, f.name) if f.name == "response_start" else getattr(self, f.name)[index]
+                           for f in dataclasses.fields(self)})
 
 
 class PPOTrainer:
     r"""PPO for any transformers causal LM, on CPU or CUDA.
 
+    One iteration (:meth:`step`), numbered as in the code:
+
+    1. **rollout**: sample one response per prompt with the KV cache at temperature :math:`T_s`,
+       keeping each sampled token's log-probability and entropy (and value, with a shared head);
+    2. **old log-probabilities and values**: those of the sampling pass, or recomputed by one
+       forward when the forwards run in low precision (so that the first ratio is exactly 1);
+    3. **score** :math:`r(x, y)` with the reward callable or model, minus ``missing_eos_penalty``
+       for a response that never stopped;
+    4. **reference log-probabilities** :math:`\log\pi_{\text{ref}}(y_t \mid s_t)`;
+    5. **per-token rewards** :math:`r_t = -\beta\hat k_t + [t = \text{last}]\, r`
+       (:func:`rlhf_lab.objectives.per_token_rewards`);
+    6. **advantages and returns** by GAE(:math:`\gamma, \lambda`), advantages whitened
+       (:func:`rlhf_lab.advantages.gae`, :func:`rlhf_lab.advantages.whiten`);
+    7. **PPO update**: ``num_ppo_epochs`` passes of minibatch steps on
+       :math:`L = L^{\text{clip}} + c_V L^V - c_H H` (:func:`rlhf_lab.objectives.ppo_clip_loss`,
+       :func:`rlhf_lab.objectives.value_loss`);
+    8. **metrics**, then the :math:`\beta` update (:mod:`rlhf_lab.kl_control`).
+
     Args:
         policy: a transformers causal LM (``*ForCausalLM``); trained in place, moved to
-            ``config.device``.
+            ``config.device``. Its parameters may be float32, bfloat16 or float64 (the value head
+            is built in the same dtype); float16 weights are refused (train float32 weights with
+            ``PPOConfig(dtype="float16")`` instead).
         tokenizer: its tokenizer; must have a pad token (``tokenizer.pad_token =
             tokenizer.eos_token`` is the usual fix). Prompts are tokenized once and left-padded by
             the trainer whatever the tokenizer's ``padding_side``.
         reward: ``reward(prompts, responses) -> list[float]`` on decoded text, or a transformers
             sequence-classification model with one label, scored on prompt + response at the last
             real token (with ``reward_tokenizer`` if it has its own vocabulary; by default the
-            policy's token ids are scored directly).
+            policy's token ids are scored directly). Run under ``no_grad`` only, never changed.
         config: :class:`PPOConfig` (defaults when ``None``).
         ref_policy: the frozen reference :math:`\pi_{\text{ref}}`; ``None`` = a frozen deep copy of
-            the starting policy.
+            the starting policy. Run under ``no_grad`` only, never changed.
         value_model: a separate value network (a one-label sequence-classification model, or a
-            causal LM whose trunk gets a new head). ``None``: ``config.value_model`` decides
-            (``"shared"``: a value head on the policy's trunk).
+            causal LM whose trunk gets a new head), trained in place; when it is also the reward
+            model or the reference, the trainer trains a copy. ``None``: ``config.value_model``
+            decides (``"shared"``: a value head on the policy's trunk).
 
-    ``train(prompts, iterations)`` returns one metrics dict per iteration (``reward``, ``kl``,
-    ``entropy``, ``clipfrac``, ``approx_kl``, ``loss/policy``, ``loss/value``,
-    ``episodes_per_second``, ``tokens_per_second`` and more; see :meth:`step`).
-    ``save(path)`` / ``PPOTrainer.load(path, policy, tokenizer, reward)`` resume a run exactly.
+    One model in two roles: the policy cannot also be the reference, the value model or the
+    reward model (training it would move the target it is measured against), nor can the
+    reference be the reward model; each of these raises ``ValueError``, also when two models
+    merely share parameters. A value model that is the reward model or the reference is copied.
+
+    ``train(prompts, iterations)`` returns one :class:`~rlhf_lab.ppo.metrics.Metrics` dict per
+    iteration (keys in :data:`rlhf_lab.ppo.metrics.DESCRIPTIONS`). ``save(path)`` /
+    ``PPOTrainer.load(path, policy, tokenizer, reward)`` resume a run exactly.
     """
 
     def __init__(
@@ -98,102 +137,114 @@ class PPOTrainer:
         value_model=None,
         reward_tokenizer=None,
     ):
-        self.config = cfg = config if config is not None else PPOConfig()
-        if not isinstance(cfg, PPOConfig):
-            raise ValueError(f"config must be a PPOConfig, got {type(cfg).__name__}")
-        self.device = torch.device(cfg.device) if cfg.device else default_device()
-        self.dtype = _dtype(cfg.dtype)
-        if self.dtype == torch.float16 and self.device.type != "cuda":
-            raise ValueError("dtype 'float16' needs CUDA; use 'bfloat16' or 'float32' on CPU")
+        self.config = _checked_config(config)
+        self.device = resolve_device(self.config.device, "PPOConfig.device")
+        _check_roles(policy=policy, ref_policy=ref_policy, value_model=value_model, reward=reward)
+        self._setup_tokenizer(tokenizer)
+        self._setup_policy_and_reference(policy, ref_policy)
+        self._setup_value_function(value_model, reward)
+        self._setup_reward(reward, reward_tokenizer)
+        self._setup_precision()
+        self._setup_optimizer()
+        self._setup_run_state()
 
-        # tokenizer
+    # ------------------------------------------------------------------ setup steps
+    def _setup_tokenizer(self, tokenizer) -> None:
+        """The pad token (left padding of prompts) and the stop token that ends a response."""
+        cfg = self.config
         if tokenizer is None:
             raise ValueError("tokenizer is required")
         if tokenizer.pad_token_id is None:
-            raise ValueError(
-                "tokenizer has no pad token: set one, e.g. `tokenizer.pad_token = tokenizer.eos_token`"
-            )
+            raise ValueError("tokenizer has no pad token: set one, e.g. `tokenizer.pad_token = tokenizer.eos_token`")
         self.tokenizer = tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id)
-        if cfg.stop_token_id is not None:
-            self.stop_token_id: Optional[int] = int(cfg.stop_token_id)
-        elif cfg.stop_token == "eos":
+        self.stop_token_id: Optional[int] = cfg.stop_token_id
+        if cfg.stop_token == "eos":
             if tokenizer.eos_token_id is None:
-                raise ValueError("stop_token='eos' but the tokenizer has no eos token: set stop_token=None")
+                raise ValueError("PPOConfig.stop_token='eos' but the tokenizer has no eos token: set stop_token=None "
+                                 "(and stop_token_id, or no missing_eos_penalty)")
             self.stop_token_id = int(tokenizer.eos_token_id)
-        else:
-            self.stop_token_id = None
 
-        # policy and reference
+    def _setup_policy_and_reference(self, policy, ref_policy) -> None:
+        """The trained policy and the frozen reference (a private frozen copy when not given)."""
+        cfg = self.config
         if not hasattr(policy, "get_output_embeddings") or policy.get_output_embeddings() is None:
             raise ValueError("policy must be a transformers causal LM (with an output embedding / lm_head)")
         self.policy = policy.to(self.device)
-        vocab = model_vocab_size(policy)
-        if len(tokenizer) > vocab:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the policy's vocabulary has {vocab}")
-        if ref_policy is policy:
-            raise ValueError(
-                "ref_policy is the policy itself: the KL to it would always be 0. Pass ref_policy=None "
-                "(the trainer keeps a frozen copy of the starting policy) or a separate model"
-            )
-        self._owns_ref = ref_policy is None
-        self.ref_policy = copy.deepcopy(policy) if ref_policy is None else ref_policy.to(self.device)
-        ref_vocab = model_vocab_size(self.ref_policy)
-        if ref_vocab != vocab:
-            raise ValueError(
-                f"ref_policy has a vocabulary of {ref_vocab} tokens but policy has {vocab}: "
-                "the per-token KL needs the same vocabulary (the same tokenizer)"
-            )
-        if self._owns_ref:
-            # Our private copy; a caller's ref_policy is left as it is (it is only run under no_grad).
-            self.ref_policy.requires_grad_(False)
+        self.vocab_size = vocab = model_vocab_size(policy)
+        if len(self.tokenizer) > vocab:
+            raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens but the policy's vocabulary has {vocab}")
+        if self.stop_token_id is not None and not self.stop_token_id < vocab:
+            raise ValueError(f"PPOConfig.stop_token_id ({self.stop_token_id}) lies outside the policy's vocabulary "
+                             f"of {vocab} tokens")
         self.context = max_context(policy)
+        if self.context is not None and cfg.response_length >= self.context:
+            raise ValueError(f"PPOConfig.response_length ({cfg.response_length}) leaves no room for a prompt in the "
+                             f"policy's context of {self.context} positions")
+        self._owns_ref = ref_policy is None
+        self.ref_policy = copy.deepcopy(policy).requires_grad_(False) if self._owns_ref else ref_policy.to(self.device)
+        if model_vocab_size(self.ref_policy) != vocab:
+            raise ValueError(f"ref_policy has a vocabulary of {model_vocab_size(self.ref_policy)} tokens but policy has "
+                             f"{vocab}: the per-token KL needs the same vocabulary (the same tokenizer)")
         self._parts = split_causal_lm(policy)
 
-        # value function
+    def _setup_value_function(self, value_model, reward) -> None:
+        """A value head on the policy's trunk (``"shared"``) or a separate value model, in the
+        dtype of the trunk it reads."""
         self.value_head: Optional[nn.Module] = None
         self.value_model: Optional[ValueModel] = None
-        if value_model is policy:
-            raise ValueError(
-                "value_model is the policy itself: for a value head on the policy's trunk use "
-                "PPOConfig(value_model='shared') and leave value_model=None"
-            )
+        policy_dtype = parameter_dtype(self.policy)
         if value_model is not None:
-            # Initializing the critic from the reward model is common; it must then be a copy, or
-            # training the critic would change the reward.
-            self.value_model = ValueModel.from_pretrained_model(value_model, copy_model=value_model is reward)
-            self.value_model.to(self.device)
-        elif cfg.value_model == "shared":
-            self.value_head = new_value_head(hidden_size(policy)).to(self.device)
+            # a critic initialized from the reward model or the reference is trained as a copy
+            copy_model = _shares_parameters(value_model, reward) or _shares_parameters(value_model, self.ref_policy)
+            self.value_model = ValueModel.from_pretrained_model(value_model, copy_model=copy_model).to(self.device)
+        elif self.config.value_model == "shared":
+            self.value_head = new_value_head(hidden_size(self.policy), policy_dtype, self.device)
         else:
-            trunk = copy.deepcopy(getattr(policy, "base_model", policy))
-            self.value_model = ValueModel(trunk, new_value_head(hidden_size(policy))).to(self.device)
+            trunk = copy.deepcopy(getattr(self.policy, "base_model", self.policy))
+            head = new_value_head(hidden_size(self.policy), policy_dtype, self.device)
+            self.value_model = ValueModel(trunk, head).to(self.device)
 
-        # reward
+    def _setup_reward(self, reward, reward_tokenizer) -> None:
         self.reward = reward
         self.reward_tokenizer = reward_tokenizer
-        if isinstance(reward, nn.Module):
-            n_labels = getattr(getattr(reward, "config", None), "num_labels", 1)
-            if n_labels != 1:
-                raise ValueError(f"reward model must have num_labels=1, got {n_labels}")
-            reward.to(self.device)  # scored under no_grad only; the caller's flags are left alone
-            if reward_tokenizer is None:
-                emb = reward.get_input_embeddings() if hasattr(reward, "get_input_embeddings") else None
-                if emb is not None and emb.weight.shape[0] < len(tokenizer):
-                    raise ValueError(
-                        f"reward model's vocabulary ({emb.weight.shape[0]}) is smaller than the policy "
-                        f"tokenizer's ({len(tokenizer)}): pass reward_tokenizer="
-                    )
-            elif reward_tokenizer.pad_token_id is None:
+        if not isinstance(reward, nn.Module):
+            if not callable(reward):
+                raise ValueError("reward must be a callable (prompts, responses) -> list[float] or a "
+                                 "sequence-classification model")
+            return
+        n_labels = getattr(getattr(reward, "config", None), "num_labels", 1)
+        if n_labels != 1:
+            raise ValueError(f"reward model must have num_labels=1, got {n_labels}")
+        reward.to(self.device)  # scored under no_grad only; the caller's flags are left alone
+        if reward_tokenizer is not None:
+            if reward_tokenizer.pad_token_id is None:
                 raise ValueError("reward_tokenizer has no pad token")
-        elif not callable(reward):
-            raise ValueError("reward must be a callable (prompts, responses) -> list[float] or a sequence-classification model")
+            return
+        embeddings = reward.get_input_embeddings() if hasattr(reward, "get_input_embeddings") else None
+        if embeddings is not None and embeddings.weight.shape[0] < len(self.tokenizer):
+            raise ValueError(f"reward model's vocabulary ({embeddings.weight.shape[0]}) is smaller than the policy "
+                             f"tokenizer's ({len(self.tokenizer)}): pass reward_tokenizer=")
 
-        if cfg.fused_activations:
-            for m in (self.policy, self.ref_policy, self.value_model, self.reward):
-                fuse_tanh_gelu(m)
+    def _setup_precision(self) -> None:
+        """Autocast dtype, whether the forwards run in low precision, and the gradient scaler
+        (built once, enabled only for float16: the update has no precision branch)."""
+        self.dtype = self.config.torch_dtype
+        if self.dtype == torch.float16 and self.device.type != "cuda":
+            raise ValueError("PPOConfig.dtype='float16' needs CUDA; use 'bfloat16' or 'float32' on "
+                             f"{self.device.type} (rlhf_lab.utils.autocast_dtype picks one)")
+        for role, model in (("policy", self.policy), ("value_model", self.value_model)):
+            if parameter_dtype(model) == torch.float16:
+                raise ValueError(
+                    f"{role} has float16 parameters, which the optimizer cannot update reliably (the gradient "
+                    f"scaler refuses float16 gradients): load it in float32 (or bfloat16) and set "
+                    f"PPOConfig(dtype='float16') to compute in float16 under autocast"
+                )
+        self.low_precision = self.dtype != torch.float32 or parameter_dtype(self.policy) in LOW_PRECISION
+        self.scaler = _grad_scaler(self.device, enabled=self.dtype == torch.float16)
 
-        # optimisation
+    def _setup_optimizer(self) -> None:
+        cfg = self.config
         self._trainable = [p for p in self.policy.parameters() if p.requires_grad]
         if not self._trainable:
             raise ValueError(
@@ -202,68 +253,104 @@ class PPOTrainer:
             )
         value_params = (self.value_head or self.value_model).parameters()
         self._trainable += [p for p in value_params if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self._trainable, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
-            foreach=True,
-        )
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.optimizer = torch.optim.AdamW(self._trainable, lr=cfg.learning_rate, eps=cfg.adam_eps,
+                                           weight_decay=cfg.weight_decay, foreach=True)
+        # with no clipping the norm is still measured (an infinite bound scales by 1)
+        self._max_grad_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+
+    def _setup_run_state(self) -> None:
+        """KL controller, random generators (sampling on the device, shuffling on the CPU),
+        counters, and the log folder (created now, so that a bad path fails before any work)."""
+        cfg = self.config
         if cfg.adaptive_kl:
             self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         else:
             self.kl_ctl = FixedKLController(cfg.kl_coef)
-
-        # randomness: one generator for sampling (on the device), one for shuffling (CPU)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.iteration = 0
-        self.history: List[dict] = []
+        self.history: List[Metrics] = []
         self._order: List[int] = []
         self._pos = 0
         self._fingerprint: Optional[str] = None
+        if cfg.log_dir:
+            try:
+                Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ValueError(f"PPOConfig.log_dir={cfg.log_dir!r} cannot be created: {error}") from None
         self._set_eval()
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ plumbing
     def _set_eval(self) -> None:
-        for m in (self.policy, self.ref_policy, self.value_head, self.value_model, self.reward):
-            if isinstance(m, nn.Module):
-                m.eval()
+        for model in (self.policy, self.ref_policy, self.value_head, self.value_model, self.reward):
+            if isinstance(model, nn.Module):
+                model.eval()
 
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def _fused_activations(self):
+        """Python tanh-GELUs run as torch's fused kernel during a call, restored after it."""
+        if not self.config.fused_activations:
+            return contextlib.nullcontext()
+        return fused_tanh_gelu(self.policy, self.ref_policy, self.value_model, self.reward)
+
     @property
     def recompute_logprobs(self) -> bool:
-        c = self.config.recompute_logprobs
-        return (self.dtype != torch.float32) if c is None else bool(c)
+        choice = self.config.recompute_logprobs
+        return self.low_precision if choice is None else choice
 
+    def _policy_and_values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int):
+        """Response-aligned logits ``[B, T, V]`` and values ``[B, T]`` (float32) in one policy
+        forward (shared head) or a policy and a value-model forward."""
+        shared = self.value_head is not None
+        logits, hidden = policy_forward(self._parts, input_ids, attention_mask, response_start, want_hidden=shared)
+        if shared:
+            return logits, self.value_head(hidden).squeeze(-1).float()
+        return logits, self.value_model(input_ids, attention_mask, response_start)
+
+    def _values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:
+        """Values ``[B, T]`` alone: the value model's forward, or the policy's trunk and the head."""
+        if self.value_head is None:
+            return self.value_model(input_ids, attention_mask, response_start)
+        return self._policy_and_values(input_ids, attention_mask, response_start)[1]
+
+    # ------------------------------------------------------------------ prompts
     def encode_prompts(self, prompts: Sequence[str]) -> List[List[int]]:
-        """Token ids of each prompt; raises ``ValueError`` for an empty prompt or one that leaves
-        no room for ``response_length`` tokens in the model's context. Prompts given as lists of
-        token ids are taken as they are."""
+        """Token ids of each prompt; raises ``ValueError`` for an empty prompt, a token id outside
+        the policy's vocabulary, or a prompt that leaves no room for ``response_length`` tokens in
+        the model's context. Prompts given as lists of token ids are taken as they are."""
         if isinstance(prompts, str) or len(prompts) == 0:
             raise ValueError("prompts must be a non-empty list of strings (or of token-id lists)")
         if all(isinstance(p, str) for p in prompts):
-            enc = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+            encoded = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
         elif all(isinstance(p, (list, tuple)) for p in prompts):
-            enc = [list(p) for p in prompts]
+            encoded = [list(p) for p in prompts]
         else:
             raise ValueError("prompts must be a list of strings or a list of token-id lists")
-        for i, ids in enumerate(enc):
-            if len(ids) == 0:
-                raise ValueError(f"prompts[{i}] is empty after tokenization")
-            if self.context is not None and len(ids) + self.config.response_length > self.context:
-                raise ValueError(
-                    f"prompts[{i}] has {len(ids)} tokens; with response_length={self.config.response_length} "
-                    f"that exceeds the model's context of {self.context} positions"
-                )
-        return [list(map(int, ids)) for ids in enc]
+        for i, ids in enumerate(encoded):
+            self._check_prompt(i, ids)
+        return [[int(t) for t in ids] for ids in encoded]
+
+    def _check_prompt(self, i: int, ids: Sequence[int]) -> None:
+        if len(ids) == 0:
+            raise ValueError(f"prompts[{i}] is empty after tokenization")
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompts[{i}] holds token id {bad[0]!r}, outside the policy's vocabulary "
+                             f"[0, {self.vocab_size})")
+        if self.context is not None and len(ids) + self.config.response_length > self.context:
+            raise ValueError(
+                f"prompts[{i}] has {len(ids)} tokens; with response_length={self.config.response_length} "
+                f"that exceeds the model's context of {self.context} positions"
+            )
 
     def _bind_prompts(self, prompts: Sequence[str]) -> None:
-        fp = hashlib.sha1("\x1e".join(prompts).encode("utf-8")).hexdigest()
-        if fp != self._fingerprint:
-            self._fingerprint, self._order, self._pos = fp, [], 0
+        fingerprint = hashlib.sha1("\x1e".join(prompts).encode("utf-8")).hexdigest()
+        if fingerprint != self._fingerprint:
+            self._fingerprint, self._order, self._pos = fingerprint, [], 0
 
     def _next_indices(self, n: int) -> List[int]:
         """The next ``batch_size`` prompt indices: passes over a fresh shuffle of all prompts."""
@@ -276,252 +363,213 @@ class PPOTrainer:
             self._pos += 1
         return out
 
-    def _score(self, prompts: List[str], ro: Rollout) -> Tensor:
-        B = ro.responses.shape[0]
-        lengths = ro.mask.sum(dim=1).long().tolist()
-        if isinstance(self.reward, nn.Module):
-            with self._autocast():
-                if self.reward_tokenizer is None or self.reward_tokenizer is self.tokenizer:
-                    scores = score_with_model(self.reward, ro.input_ids, ro.attention_mask)
-                else:
-                    # the policy's tokenizer decodes prompt + response together (spacing as it was sampled)
-                    rows = [[t for t, m in zip(r, mk) if m] for r, mk in zip(ro.input_ids.tolist(), ro.attention_mask.tolist())]
-                    texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-                    enc = self.reward_tokenizer(texts, return_tensors="pt", padding=True)
-                    scores = score_with_model(self.reward, enc["input_ids"].to(self.device),
-                                              enc["attention_mask"].to(self.device))
-            return scores.float()
-        out = self.reward(list(prompts), self.decode(ro.responses, lengths))
-        try:
-            scores = torch.as_tensor([float(s) for s in out], dtype=torch.float32)
-        except (TypeError, ValueError):
-            raise ValueError("reward must return a list of numbers, one per response") from None
-        if scores.numel() != B:
-            raise ValueError(f"reward returned {scores.numel()} scores for {B} responses")
-        if not bool(torch.isfinite(scores).all()):
-            raise ValueError("reward returned NaN or inf")
-        return scores.to(self.device)
-
     def decode(self, responses: Tensor, lengths: Sequence[int]) -> List[str]:
         rows = [r[:n] for r, n in zip(responses.tolist(), lengths)]
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def _values(self, input_ids: Tensor, attention_mask: Tensor, P: int, hidden: Optional[Tensor]) -> Tensor:
-        if self.value_head is not None:
-            return self.value_head(hidden).squeeze(-1).float()
-        return self.value_model(input_ids, attention_mask, P)
-
     # ------------------------------------------------------------------ one iteration
-    def step(self, prompts: Sequence[str], prompt_ids: Optional[List[List[int]]] = None) -> dict:
-        r"""One PPO iteration on ``prompts`` (one response each): :meth:`rollout` then :meth:`learn`.
-
-        Metrics (means over the batch; "per token" means over real response tokens):
-        ``reward`` (mean score :math:`r(x,y)`), ``reward_std``, ``kl`` (mean
-        :math:`\sum_t \log\pi_{\text{old}} - \log\pi_{\text{ref}}`), ``kl_coef`` (the
-        :math:`\beta` used), ``non_score_reward`` (mean :math:`\sum_t -\beta\hat k_t`),
-        ``rlhf_reward`` (mean :math:`\sum_t r_t`), ``entropy`` (per token, at :math:`T_s`),
-        ``clipfrac`` (share of tokens where the clipped surrogate is the smaller term),
-        ``approx_kl``, ``ratio``, ``loss/policy``, ``loss/value``, ``loss/total``,
-        ``value_clipfrac`` (share of tokens where the clipped value error is the larger term),
-        ``explained_variance``, ``grad_norm``, ``response_length``,
-        ``eos_fraction``, ``episodes_per_second``, ``tokens_per_second``, ``time/*``.
-        """
+    def step(self, prompts: Sequence[str], prompt_ids: Optional[List[List[int]]] = None) -> Metrics:
+        """One PPO iteration on ``prompts`` (one response each): step 1, :meth:`rollout`, then
+        steps 2 to 8, :meth:`learn`. Returns the iteration's metrics (see
+        :data:`rlhf_lab.ppo.metrics.DESCRIPTIONS`)."""
         if prompt_ids is None:
             prompt_ids = self.encode_prompts(prompts)
-        t0 = time.perf_counter()
-        ro = self.rollout(prompt_ids)
-        return self.learn(ro, list(prompts), t_start=t0)
+        t_start = time.perf_counter()
+        with self._fused_activations():
+            # 1. rollout: one response per prompt, sampled with the KV cache
+            rollout = self.rollout(prompt_ids)
+            return self.learn(rollout, list(prompts), t_start=t_start)
 
     def rollout(self, prompt_ids: List[List[int]]) -> Rollout:
         """Sample one response per prompt (token ids) with the KV cache: a :class:`Rollout`."""
         cfg = self.config
         self._set_eval()
-        ids, pmask = left_pad(prompt_ids, self.pad_token_id, self.device)
-        shared = self.value_head is not None
-        return sample(
-            self._parts, ids, pmask, response_length=cfg.response_length, temperature=cfg.temperature,
-            pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id, generator=self._sample_gen,
-            value_head=self.value_head if (shared and not self.recompute_logprobs) else None,
-            autocast=self._autocast,
-        )
+        ids, prompt_mask = left_pad(prompt_ids, self.pad_token_id, self.device)
+        read_values = self.value_head is not None and not self.recompute_logprobs
+        with self._fused_activations():
+            return sample(
+                self._parts, ids, prompt_mask, response_length=cfg.response_length, temperature=cfg.temperature,
+                pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id, generator=self._sample_gen,
+                value_head=self.value_head if read_values else None, autocast=self._autocast,
+            )
 
-    def learn(self, ro: Rollout, prompts: List[str], t_start: Optional[float] = None) -> dict:
-        """Score a rollout, build per-token rewards and advantages, run the PPO update, update β."""
-        cfg = self.config
+    def learn(self, rollout: Rollout, prompts: List[str], t_start: Optional[float] = None) -> Metrics:
+        """Steps 2 to 8 of the iteration on a sampled rollout (see the class docstring)."""
+        cfg, mask = self.config, rollout.mask
+        timer = _PhaseTimer(t_start)
         self._set_eval()
-        shared = self.value_head is not None
-        t1 = time.perf_counter()
-        t0 = t_start if t_start is not None else t1
-        P, mask = ro.response_start, ro.mask
-
-        with torch.no_grad():
-            old_logp, values = ro.logprobs, ro.values
-            if self.recompute_logprobs:
-                with self._autocast():
-                    logits, h = policy_forward(self._parts, ro.input_ids, ro.attention_mask, P, want_hidden=shared)
-                    old_logp = token_logprobs(logits, ro.responses, cfg.temperature) * mask
-                    if shared:
-                        values = self._values(ro.input_ids, ro.attention_mask, P, h)
-            if values is None:
-                with self._autocast():
-                    values = self._values(ro.input_ids, ro.attention_mask, P, None)
-            values = values.float() * mask
-            scores = self._score(list(prompts), ro)
-            with self._autocast():
-                ref_logits = response_logits(self.ref_policy, ro.input_ids, ro.attention_mask, P)
-            ref_logp = token_logprobs(ref_logits, ro.responses, cfg.temperature) * mask
-            del ref_logits
-            penalized = scores
-            if cfg.missing_eos_penalty is not None:
-                penalized = scores - cfg.missing_eos_penalty * (~ro.ended).float()
-            beta = float(self.kl_ctl.value)
-            rewards = per_token_rewards(penalized, old_logp, ref_logp, beta, mask, kl=cfg.kl_estimator)
-            rlhf_reward = (rewards * mask).sum(dim=1)
-            if cfg.whiten_rewards:
-                rewards = whiten(rewards, mask, shift_mean=False)
-            advantages, returns = gae(rewards, values, cfg.gamma, cfg.lam, mask)
-            if cfg.whiten_advantages:
-                advantages = whiten(advantages, mask)
-        t2 = time.perf_counter()
-
-        upd = self._update(ro, old_logp, values, advantages, returns)
-        t3 = time.perf_counter()
-
-        with torch.no_grad():
-            kl_seq = sequence_log_ratio(old_logp, ref_logp, mask)
-            kl_mean = float(kl_seq.mean())
-            resid_var = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
-            ret_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-            n_tokens = float(mask.sum())
-            B = mask.shape[0]
-            metrics = {
-                "iteration": self.iteration + 1,
-                "reward": float(scores.mean()),
-                "reward_std": float(scores.std()) if B > 1 else 0.0,
-                "kl": kl_mean,
-                "kl_coef": beta,
-                "non_score_reward": float((rlhf_reward - penalized).mean()),
-                "rlhf_reward": float(rlhf_reward.mean()),
-                "entropy": float(masked_mean(ro.entropy, mask)),
-                **upd,
-                "explained_variance": float(1 - resid_var / ret_var) if float(ret_var) > 0 else float("nan"),
-                "response_length": n_tokens / B,
-                "eos_fraction": float(ro.ended.float().mean()),
-                "episodes_per_second": B / (t3 - t0),
-                "tokens_per_second": n_tokens / (t3 - t0),
-                "time/rollout": t1 - t0,
-                "time/score": t2 - t1,
-                "time/update": t3 - t2,
-                "time/iteration": t3 - t0,
-            }
-        self.kl_ctl.update(kl_mean, B)
-        self.iteration += 1
-        self.history.append(metrics)
-        self._log(metrics)
+        with self._fused_activations():
+            with torch.no_grad():
+                # 2. log-probabilities and values of the sampled tokens under the sampling policy
+                old_logprobs, old_values = self._old_logprobs_and_values(rollout)
+                # 3. score each response (a response that never stopped loses missing_eos_penalty)
+                scores = self._score(prompts, rollout)
+                eos_adjusted_scores = self._minus_missing_eos_penalty(scores, rollout.ended)
+                # 4. log-probabilities under the frozen reference
+                ref_logprobs = self._ref_logprobs(rollout)
+                # 5. per-token rewards: -beta * k_t at every token, the score at the last one
+                beta = self.kl_ctl.value
+                rewards = per_token_rewards(eos_adjusted_scores, old_logprobs, ref_logprobs, beta, mask,
+                                            kl=cfg.kl_estimator)
+                # 6. advantages and returns by GAE, whitened over the batch's real tokens
+                whitened = _has_variance(mask)
+                shaped_rewards = whiten(rewards, mask, shift_mean=False) if cfg.whiten_rewards and whitened else rewards
+                advantages, returns = gae(shaped_rewards, old_values, cfg.gamma, cfg.lam, mask)
+                if cfg.whiten_advantages and whitened:
+                    advantages = whiten(advantages, mask)
+            timer.lap("score")
+            # 7. PPO update: num_ppo_epochs passes of minibatch steps on L = L^clip + c_V L^V - c_H H
+            batch = PPOBatch(rollout.input_ids, rollout.attention_mask, rollout.response_start, rollout.responses,
+                             mask, old_logprobs, old_values, advantages, returns)
+            update_stats = self._update(batch)
+            timer.lap("update")
+        # 8. metrics, then the beta update
+        metrics = self._metrics(rollout, timer, update_stats, scores=scores, rewards=rewards, beta=beta,
+                                eos_adjusted_scores=eos_adjusted_scores, old_logprobs=old_logprobs,
+                                ref_logprobs=ref_logprobs, old_values=old_values, returns=returns, whitened=whitened)
+        self.kl_ctl.update(metrics["objective/kl"], mask.shape[0])
+        self._record(metrics)
         return metrics
 
-    def _update(self, ro: Rollout, old_logp: Tensor, old_values: Tensor, advantages: Tensor, returns: Tensor) -> dict:
-        """``num_ppo_epochs`` passes of minibatch steps on :math:`L = L^{clip} + c_V L^V - c_H H`.
-
-        A minibatch's gradient is accumulated over micro-batches, each loss weighted by its
-        share of the minibatch's real tokens, so accumulation equals one large batch exactly."""
+    def _update(self, batch: PPOBatch) -> Dict[str, float]:
+        """7. ``num_ppo_epochs`` passes over the batch in minibatches, one optimizer step each. A
+        minibatch's gradient adds up its micro-batches' gradients, each loss weighted by its share
+        of the minibatch's real tokens, so accumulation equals one large minibatch exactly."""
         cfg = self.config
-        B = old_logp.shape[0]
-        P = ro.response_start
-        shared = self.value_head is not None
-        acc = {k: torch.zeros((), device=self.device) for k in
-               ("clipfrac", "approx_kl", "ratio", "loss/policy", "loss/value", "loss/total", "value_clipfrac", "entropy_update")}
-        grad_norms: List[Tensor] = []
-        n_updates = 0
-        for _ in range(cfg.num_ppo_epochs):
-            perm = torch.randperm(B, generator=self._shuffle_gen).to(self.device)
-            for s in range(0, B, cfg.mini_batch_size):
-                idx = perm[s : s + cfg.mini_batch_size]
-                mb_tokens = ro.mask[idx].sum()
+        means = _StepMeans()
+        for _epoch in range(cfg.num_ppo_epochs):
+            order = torch.randperm(batch.mask.shape[0], generator=self._shuffle_gen).to(self.device)
+            for minibatch in order.split(cfg.mini_batch_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                for ms in range(0, len(idx), cfg.micro_batch_size):
-                    j = idx[ms : ms + cfg.micro_batch_size]
-                    m = ro.mask[j]
-                    with self._autocast():
-                        logits, h = policy_forward(self._parts, ro.input_ids[j], ro.attention_mask[j], P, want_hidden=shared)
-                        new_values = self._values(ro.input_ids[j], ro.attention_mask[j], P, h)
-                    new_logp = token_logprobs(logits, ro.responses[j], cfg.temperature)
-                    pg_loss, st = ppo_clip_loss(new_logp, old_logp[j], advantages[j], cfg.cliprange, m)
-                    vf_loss = value_loss(new_values, old_values[j], returns[j], clip_eps=cfg.cliprange_value, mask=m)
-                    loss = pg_loss + cfg.vf_coef * vf_loss
-                    if cfg.ent_coef > 0:
-                        ent = masked_mean(entropy_from_logits(logits, cfg.temperature), m)
-                        loss = loss - cfg.ent_coef * ent
-                        acc["entropy_update"] += ent.detach() * (m.sum() / mb_tokens)
-                    w = m.sum() / mb_tokens
-                    if self.scaler is not None:
-                        self.scaler.scale(loss * w).backward()
-                    else:
-                        (loss * w).backward()
-                    with torch.no_grad():
-                        acc["clipfrac"] += st["clipfrac"] * w
-                        acc["approx_kl"] += st["approx_kl"] * w
-                        acc["ratio"] += st["ratio_mean"] * w
-                        acc["loss/policy"] += pg_loss.detach() * w
-                        acc["loss/value"] += vf_loss.detach() * w
-                        acc["loss/total"] += loss.detach() * w
-                        if cfg.cliprange_value is not None:
-                            # share of tokens where the clipped error is the larger one, i.e. where
-                            # the clip decides the value loss (TRL's vf_clipfrac)
-                            v_old, ret = old_values[j], returns[j]
-                            v_clipped = v_old + torch.clamp(new_values - v_old, -cfg.cliprange_value, cfg.cliprange_value)
-                            binding = ((v_clipped - ret) ** 2 > (new_values - ret) ** 2).float()
-                            acc["value_clipfrac"] += masked_mean(binding, m) * w
-                if self.scaler is not None:
-                    self.scaler.unscale_(self.optimizer)
-                # With no clipping the norm is still measured (an infinite bound scales by 1).
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-                grad_norms.append(torch.nn.utils.clip_grad_norm_(self._trainable, max_norm))
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                n_updates += 1
+                minibatch_tokens = batch.mask[minibatch].sum()
+                for micro_batch in minibatch.split(cfg.micro_batch_size):
+                    loss, stats = self._loss(batch.rows(micro_batch))
+                    weight = batch.mask[micro_batch].sum() / minibatch_tokens
+                    self.scaler.scale(loss * weight).backward()
+                    means.add(stats, weight)
+                means.add_step(self._optimizer_step())
         self.optimizer.zero_grad(set_to_none=True)
-        out = {k: float(v) / n_updates for k, v in acc.items()}
-        if cfg.ent_coef == 0:
-            out.pop("entropy_update")
-        out["grad_norm"] = float(torch.stack(grad_norms).mean())
-        return out
+        return means.read(check_finite=not self.scaler.is_enabled())
 
-    # ------------------------------------------------------------------ the loop
-    def train(self, prompts: Sequence[str], iterations: int,
-              callback: Optional[Callable[[dict], None]] = None) -> List[dict]:
-        """Run ``iterations`` PPO iterations, each on ``batch_size`` prompts drawn in passes over a
-        fresh shuffle of ``prompts`` (strings, or lists of token ids); returns the list of
-        per-iteration metrics (see :meth:`step`). ``callback(metrics)`` runs after each iteration.
+    def _loss(self, batch: PPOBatch):
+        """The loss of one micro-batch, :math:`L = L^{clip} + c_V L^V - c_H H`, and its statistics.
+        The inputs were checked once at the trainer's boundary: no check here waits for the device."""
+        cfg = self.config
+        with self._autocast():
+            logits, values = self._policy_and_values(batch.input_ids, batch.attention_mask, batch.response_start)
+        logprobs = token_logprobs(logits, batch.responses, cfg.temperature, validate=False)
+        pg_loss, pg_stats = ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages, cfg.cliprange, batch.mask,
+                                          validate=False)
+        vf_loss, vf_stats = value_loss(values, batch.old_values, batch.returns, cfg.cliprange_value, batch.mask,
+                                       validate=False)
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        stats = {"loss/policy": pg_loss, "loss/value": vf_loss, "policy/clipfrac": pg_stats["clipfrac"],
+                 "policy/approxkl": pg_stats["approx_kl"], "val/ratio": pg_stats["ratio_mean"],
+                 "val/clipfrac": vf_stats["clipfrac"]}
+        if cfg.ent_coef > 0:
+            entropy = masked_mean(entropy_from_logits(logits, cfg.temperature), batch.mask, validate=False)
+            loss = loss - cfg.ent_coef * entropy
+            stats["loss/entropy"] = entropy
+        stats["loss/total"] = loss
+        return loss, {name: value.detach() for name, value in stats.items()}
 
-        A tqdm bar shows progress (``config.progress=False`` hides it); with ``config.log_dir``
-        every iteration is appended to ``metrics.jsonl`` and ``metrics.csv`` there."""
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
-        token_ids = self.encode_prompts(prompts)
-        if all(isinstance(p, str) for p in prompts):
-            prompts = list(prompts)
-        else:
-            prompts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
-        self._bind_prompts(prompts)
-        from tqdm.auto import tqdm
+    def _optimizer_step(self) -> Tensor:
+        """Unscale (float16), clip the global gradient norm, step; returns the norm before clipping."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, self._max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return grad_norm
 
-        out = []
-        bar = tqdm(range(iterations), desc="PPO", disable=not self.config.progress, leave=False)
-        for _ in bar:
-            idx = self._next_indices(len(prompts))
-            m = self.step([prompts[i] for i in idx], [token_ids[i] for i in idx])
-            bar.set_postfix(reward=f"{m['reward']:.3f}", kl=f"{m['kl']:.3f}")
-            out.append(m)
-            if callback is not None:
-                callback(m)
-        bar.close()
-        return out
+    # ------------------------------------------------------------------ steps 2 to 4
+    def _old_logprobs_and_values(self, rollout: Rollout):
+        """Step 2: :math:`\\log\\pi_{old}` and :math:`V_{old}` of the sampled tokens, ``[B, T]``
+        float32, 0 on padding: read while sampling, or (``recompute_logprobs``) recomputed with the
+        update's own forward so that the first PPO ratio is exactly 1 in low precision."""
+        mask, temperature = rollout.mask, self.config.temperature
+        logprobs, values = rollout.logprobs, rollout.values
+        with self._autocast():
+            if self.recompute_logprobs:
+                logits, values = self._policy_and_values(rollout.input_ids, rollout.attention_mask,
+                                                         rollout.response_start)
+                logprobs = token_logprobs(logits, rollout.responses, temperature) * mask
+            elif values is None:
+                values = self._values(rollout.input_ids, rollout.attention_mask, rollout.response_start)
+        return logprobs, values.float() * mask
 
-    def _log(self, metrics: dict) -> None:
+    def _score(self, prompts: List[str], rollout: Rollout) -> Tensor:
+        """Step 3: the score :math:`r(x, y)` of each response, ``[B]`` float32 (a ``ValueError``
+        names what is wrong with a reward callable's answer)."""
+        if isinstance(self.reward, nn.Module):
+            with self._autocast():
+                return self._score_with_model(rollout).float()
+        lengths = rollout.mask.sum(dim=1).long().tolist()
+        answer = self.reward(list(prompts), self.decode(rollout.responses, lengths))
+        try:
+            scores = torch.as_tensor([float(s) for s in answer], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise ValueError("reward must return a list of numbers, one per response") from None
+        if scores.numel() != rollout.responses.shape[0]:
+            raise ValueError(f"reward returned {scores.numel()} scores for {rollout.responses.shape[0]} responses")
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError("reward returned NaN or inf")
+        return scores.to(self.device)
+
+    def _score_with_model(self, rollout: Rollout) -> Tensor:
+        if self.reward_tokenizer is None or self.reward_tokenizer is self.tokenizer:
+            return score_with_model(self.reward, rollout.input_ids, rollout.attention_mask)
+        # the policy's tokenizer decodes prompt + response together (spacing as it was sampled)
+        rows = [[t for t, keep in zip(row, row_mask) if keep]
+                for row, row_mask in zip(rollout.input_ids.tolist(), rollout.attention_mask.tolist())]
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        encoded = self.reward_tokenizer(texts, return_tensors="pt", padding=True)
+        return score_with_model(self.reward, encoded["input_ids"].to(self.device),
+                                encoded["attention_mask"].to(self.device))
+
+    def _minus_missing_eos_penalty(self, scores: Tensor, ended: Tensor) -> Tensor:
+        """Step 3: ``missing_eos_penalty`` off the score of every response that never stopped."""
+        if self.config.missing_eos_penalty is None:
+            return scores
+        return scores - self.config.missing_eos_penalty * (~ended).float()
+
+    def _ref_logprobs(self, rollout: Rollout) -> Tensor:
+        """Step 4: :math:`\\log\\pi_{ref}` of the sampled tokens at the sampling temperature."""
+        with self._autocast():
+            logits = response_logits(self.ref_policy, rollout.input_ids, rollout.attention_mask,
+                                     rollout.response_start)
+        return token_logprobs(logits, rollout.responses, self.config.temperature) * rollout.mask
+
+    # ------------------------------------------------------------------ step 8: metrics
+    def _metrics(self, rollout: Rollout, timer: "_PhaseTimer", update_stats: Dict[str, float], *, scores, rewards,
+                 eos_adjusted_scores, old_logprobs, ref_logprobs, old_values, returns, beta, whitened) -> Metrics:
+        mask = rollout.mask
+        batch_size, n_tokens = mask.shape[0], float(mask.sum())
+        rlhf_reward = (rewards * mask).sum(dim=1)
+        metrics = Metrics({
+            "iteration": self.iteration + 1,
+            "objective/scores": float(scores.mean()),
+            "objective/scores_std": float(scores.std()) if batch_size > 1 else 0.0,
+            "objective/kl": float(sequence_log_ratio(old_logprobs, ref_logprobs, mask).mean()),
+            "objective/kl_coef": float(beta),
+            "objective/non_score_reward": float((rlhf_reward - eos_adjusted_scores).mean()),
+            "objective/rlhf_reward": float(rlhf_reward.mean()),
+            "policy/entropy": float(masked_mean(rollout.entropy, mask)),
+            **update_stats,
+            "val/explained_variance": _explained_variance(old_values, returns, mask),
+            "completions/mean_length": n_tokens / batch_size,
+            "completions/eos_fraction": float(rollout.ended.float().mean()),
+            "time/episodes_per_second": batch_size / timer.total,
+            "time/tokens_per_second": n_tokens / timer.total,
+            **{f"time/{phase}": seconds for phase, seconds in timer.seconds.items()},
+            "time/iteration": timer.total,
+        })
+        if self.config.whiten_advantages or self.config.whiten_rewards:
+            metrics["val/whitened"] = float(whitened)
+        return metrics
+
+    def _record(self, metrics: Metrics) -> None:
+        self.iteration += 1
+        self.history.append(metrics)
         if not self.config.log_dir:
             return
         folder = Path(self.config.log_dir)
@@ -529,71 +577,107 @@ class PPOTrainer:
         with open(folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         path = folder / "metrics.csv"
-        new = not path.exists() or path.stat().st_size == 0
+        new_file = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(metrics), extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(metrics)
+            writer = csv.DictWriter(f, fieldnames=list(metrics), extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(metrics)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, prompts: Sequence[str], iterations: int,
+              callback: Optional[Callable[[dict], None]] = None) -> List[Metrics]:
+        """Run ``iterations`` PPO iterations, each on ``batch_size`` prompts drawn in passes over a
+        fresh shuffle of ``prompts`` (strings, or lists of token ids); returns the list of
+        per-iteration metrics (see :meth:`step`). ``callback(metrics)`` runs after each iteration.
+
+        A tqdm bar shows progress (``config.progress=False`` hides it); with ``config.log_dir``
+        every iteration is appended to ``metrics.jsonl`` and ``metrics.csv`` there."""
+        from tqdm.auto import tqdm
+
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
+        token_ids = self.encode_prompts(prompts)
+        texts = list(prompts) if all(isinstance(p, str) for p in prompts) else \
+            self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        self._bind_prompts(texts)
+        history = []
+        bar = tqdm(range(iterations), desc="PPO", disable=not self.config.progress, leave=False)
+        for _ in bar:
+            indices = self._next_indices(len(texts))
+            metrics = self.step([texts[i] for i in indices], [token_ids[i] for i in indices])
+            bar.set_postfix(reward=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+            history.append(metrics)
+            if callback is not None:
+                callback(metrics)
+        bar.close()
+        return history
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        value = self.value_head if self.value_head is not None else self.value_model
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "iteration": self.iteration,
-            "history": list(self.history),
+            "history": [dict(m) for m in self.history],
             "policy": self.policy.state_dict(),
-            "value": value.state_dict(),
-            "value_kind": "head" if self.value_head is not None else "model",
+            "value": self._value_module().state_dict(),
+            "value_kind": self._value_kind(),
             "ref": self.ref_policy.state_dict() if self._owns_ref else None,
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "kl_controller": self.kl_ctl.state_dict(),
             "prompts": {"order": list(self._order), "pos": self._pos, "fingerprint": self._fingerprint},
-            "rng": {
-                "sample": self._sample_gen.get_state(),
-                "shuffle": self._shuffle_gen.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-            },
+            "rng": capture_rng_state(sample=self._sample_gen, shuffle=self._shuffle_gen),
         }
+
+    def _value_module(self) -> nn.Module:
+        return self.value_head if self.value_head is not None else self.value_model
+
+    def _value_kind(self) -> str:
+        return "head" if self.value_head is not None else "model"
 
     def save(self, path) -> Path:
         """Write a checkpoint to ``path`` atomically (temporary file + rename): weights of the
         policy, the value function and (when the trainer made it) the reference, the optimizer,
         the KL controller, the iteration counter, the prompt-sampling position and every RNG."""
+        if Path(path).is_dir():
+            raise ValueError(f"path {str(path)!r} is a folder: give a file name, e.g. {str(Path(path) / 'checkpoint.pt')!r}")
         return atomic_torch_save(self.state_dict(), path)
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a {CHECKPOINT_FORMAT} checkpoint (format={state.get('format')!r})")
+        """Restore :meth:`state_dict`'s state. Everything is checked (format, value function,
+        parameter names and shapes) before anything is changed."""
+        self._check_state(state)
         self.policy.load_state_dict(state["policy"])
-        kind = "head" if self.value_head is not None else "model"
-        if state["value_kind"] != kind:
-            raise ValueError(f"checkpoint has a value {state['value_kind']}, this trainer a value {kind}")
-        (self.value_head if self.value_head is not None else self.value_model).load_state_dict(state["value"])
+        self._value_module().load_state_dict(state["value"])
         if state["ref"] is not None:
             self.ref_policy.load_state_dict(state["ref"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state["scaler"] is not None:
+        if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.iteration = int(state["iteration"])
-        self.history = list(state["history"])
-        p = state["prompts"]
-        self._order, self._pos, self._fingerprint = list(p["order"]), int(p["pos"]), p["fingerprint"]
-        rng = state["rng"]
-        self._sample_gen.set_state(rng["sample"])
-        self._shuffle_gen.set_state(rng["shuffle"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        self.history = [Metrics(m) for m in state["history"]]
+        prompts = state["prompts"]
+        self._order, self._pos, self._fingerprint = list(prompts["order"]), int(prompts["pos"]), prompts["fingerprint"]
+        restore_rng_state(state["rng"], sample=self._sample_gen, shuffle=self._shuffle_gen)
+
+    def _check_state(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"not a {CHECKPOINT_FORMAT} checkpoint (format={found!r})")
+        if state["value_kind"] != self._value_kind():
+            raise ValueError(f"checkpoint has a value {state['value_kind']}, this trainer a value {self._value_kind()}")
+        if state["ref"] is not None and not self._owns_ref:
+            raise ValueError("this checkpoint holds its own frozen copy of the starting policy as the reference: "
+                             "pass ref_policy=None to resume it (a given ref_policy is never overwritten)")
+        for role, module in (("policy", self.policy), ("value", self._value_module()),
+                             ("ref", self.ref_policy if state["ref"] is not None else None)):
+            if module is not None:
+                _check_same_architecture(role, module.state_dict(), state[role])
 
     @classmethod
     def load(cls, path, policy, tokenizer, reward, ref_policy=None, value_model=None, reward_tokenizer=None,
@@ -605,7 +689,7 @@ class PPOTrainer:
         cannot be saved). ``config_overrides`` change run-only fields such as ``progress``,
         ``log_dir`` or ``device``."""
         state = load_checkpoint(path)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
         config = PPOConfig.from_dict({**state["config"], **config_overrides})
         if state["ref"] is None and ref_policy is None:
@@ -614,3 +698,125 @@ class PPOTrainer:
                       reward_tokenizer=reward_tokenizer)
         trainer.load_state_dict(state)
         return trainer
+
+
+# ---------------------------------------------------------------------- helpers
+class _PhaseTimer:
+    """Wall time of the iteration's phases: ``lap(name)`` ends the phase begun at the last lap
+    (the first lap, ``rollout``, began at ``start``)."""
+
+    def __init__(self, start: Optional[float]):
+        now = time.perf_counter()
+        self.start = start if start is not None else now
+        self.seconds = {"rollout": now - self.start}
+        self._last = now
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
+
+    @property
+    def total(self) -> float:
+        return self._last - self.start
+
+
+class _StepMeans:
+    """Statistics of the update, summed as detached tensors during the loop (no host sync) and
+    read once at the end as means over the optimizer steps."""
+
+    def __init__(self):
+        self.sums: Dict[str, Tensor] = {}
+        self.grad_norms: List[Tensor] = []
+
+    def add(self, stats: Dict[str, Tensor], weight: Tensor) -> None:
+        for name, value in stats.items():
+            self.sums[name] = self.sums[name] + value * weight if name in self.sums else value * weight
+
+    def add_step(self, grad_norm: Tensor) -> None:
+        self.grad_norms.append(grad_norm)
+
+    def read(self, check_finite: bool) -> Dict[str, float]:
+        steps = len(self.grad_norms)
+        out = {name: float(total) / steps for name, total in self.sums.items()}
+        out["policy/grad_norm"] = float(torch.stack(self.grad_norms).mean())
+        if check_finite and not all(map(_finite, (out["loss/total"], out["policy/grad_norm"]))):
+            raise ValueError(f"the PPO update produced a non-finite loss or gradient (loss/total = {out['loss/total']}, "
+                             f"grad norm = {out['policy/grad_norm']}): the policy diverged; lower learning_rate")
+        return out
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _has_variance(mask: Tensor) -> bool:
+    """Whitening divides by a variance over the batch's real tokens, which needs two of them."""
+    return bool(mask.sum() >= 2)
+
+
+def _explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+    """:math:`1 - \\mathrm{Var}(R - V) / \\mathrm{Var}(R)` over the real tokens (NaN when Var(R) = 0)."""
+    residual = returns - values
+    residual_var = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
+    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    return float(1 - residual_var / returns_var) if float(returns_var) > 0 else float("nan")
+
+
+def _checked_config(config) -> PPOConfig:
+    if config is None:
+        return PPOConfig()
+    if not isinstance(config, PPOConfig):
+        raise ValueError(f"config must be a PPOConfig, got {type(config).__name__}")
+    return config
+
+
+def _grad_scaler(device: torch.device, enabled: bool):
+    """``torch.amp.GradScaler(enabled=...)``, built once: disabled, each of its calls is the plain
+    optimizer call (the update loop has no precision branch). torch < 2.3 has only the CUDA one."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover - torch < 2.3
+
+
+def _parameter_ids(model) -> set:
+    return {id(p) for p in model.parameters()} if isinstance(model, nn.Module) else set()
+
+
+def _shares_parameters(a, b) -> bool:
+    """``a`` and ``b`` are the same model, or hold some of the same parameter tensors."""
+    if a is None or b is None:
+        return False
+    return a is b or bool(_parameter_ids(a) & _parameter_ids(b))
+
+
+# Pairs of roles that one model cannot play at once: training the first would move the second.
+# (value_model, reward) and (value_model, ref_policy) are allowed: the value model is then a copy.
+_EXCLUSIVE_ROLES = {
+    ("policy", "ref_policy"): "the KL to it would always be 0. Pass ref_policy=None (the trainer keeps a frozen "
+                              "copy of the starting policy) or a separate model",
+    ("policy", "value_model"): "for a value head on the policy's trunk use PPOConfig(value_model='shared') and "
+                               "leave value_model=None",
+    ("policy", "reward"): "training the policy would change its own reward; score with a separate model",
+    ("ref_policy", "reward"): "the reference must be a causal LM and the reward model a one-label classifier: "
+                              "pass two models",
+}
+
+
+def _check_roles(**models) -> None:
+    """Refuse one model (or shared parameters) in two roles where training one changes the other."""
+    for (first, second), fix in _EXCLUSIVE_ROLES.items():
+        a, b = models[first], models[second]
+        if a is not None and b is not None and _shares_parameters(a, b):
+            relation = f"is the {first} itself" if a is b else f"shares parameters with the {first}"
+            raise ValueError(f"{second} {relation}: {fix}")
+
+
+def _check_same_architecture(role: str, current: dict, saved: dict) -> None:
+    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint's {role} has other parameters than this trainer's "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}): pass a model of the saved architecture")
+    for name, tensor in current.items():
+        if tuple(tensor.shape) != tuple(saved[name].shape):
+            raise ValueError(f"the checkpoint's {role} parameter {name} has shape {tuple(saved[name].shape)}, this "
+                             f"trainer's {tuple(tensor.shape)}: pass a model of the saved architecture")
