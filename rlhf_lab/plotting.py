@@ -90,8 +90,14 @@ def plot_dashboard(
         raise ValueError(f"smooth must be a positive int, got {smooth!r}")
     xs = [m.get("iteration", i + 1) for i, m in enumerate(metrics)]
     if axes is None:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
-        axes = axes[0]
+        # at most 3 panels a row, 2.2 in each: the figure fits a 6.6 in book column at 100%
+        ncols = min(len(keys), 3)
+        nrows = -(-len(keys) // ncols)
+        fig, grid = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.3 * nrows), squeeze=False)
+        axes = list(grid.flat)
+        for spare in axes[len(keys):]:
+            fig.delaxes(spare)
+        axes = axes[:len(keys)]
     else:
         axes = list(getattr(axes, "flat", axes))
         if len(axes) < len(keys):
@@ -104,7 +110,7 @@ def plot_dashboard(
             ax.plot(xs, _smooth(ys, smooth), color="C0", lw=2)
         else:
             ax.plot(xs, ys, color="C0", lw=1.5)
-        ax.set_title(labels.get(k, k), fontsize=10)
+        ax.set_title(labels.get(k, k), fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     if title:

@@ -16,6 +16,7 @@ The whole file runs on one pytest-xdist worker (``--dist loadfile``), so the boo
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -190,8 +191,8 @@ def browser():
 class Reader:
     """A browser tab that records console errors, page errors, failed and network requests."""
 
-    def __init__(self, browser):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def __init__(self, browser, width: int = 1280):
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
         self.page = self.context.new_page()
         self.problems: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(
@@ -452,3 +453,325 @@ def test_search_works_offline(reader, html_dir):
     hrefs = reader.page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.href)")
     assert not _broken_links(hrefs, html_dir)
     assert not reader.problems, reader.problems
+
+
+# --------------------------------------------------------------------------------------------
+# layer 5b: legible at 100% zoom (issue 14). Each guard measures, in the rendered page, and names
+# what fails where: the page, the section, the cell (its first line of code) and the numbers.
+# --------------------------------------------------------------------------------------------
+
+WIDE, PHONE = 1280, 390
+MIN_TEXT_PX = 9.0          # CSS px: the smallest text a figure may show
+PNG_TEXT_KEY = "rlhf-min-text-px"   # written by rlhf_lab.course.display.figure_png
+
+
+@pytest.fixture
+def phone_reader(browser):
+    r = Reader(browser, width=PHONE)
+    yield r
+    r.close()
+
+
+# Opens every hidden solution and <details>, so that what they hold is measured too, and gives
+# each element a description of where it is: the section heading, the cell and its first line.
+_PREPARE_JS = """() => {
+    document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    const cells = Array.from(document.querySelectorAll('article div.cell'));
+    const heads = Array.from(document.querySelectorAll('article h1, article h2, article h3'));
+    window.rlhfWhere = (el) => {
+        let head = '';
+        for (const h of heads) {
+            if (h.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING)
+                head = h.textContent.replace(/[#¶]/g, '').trim();
+        }
+        const cell = el.closest('div.cell');
+        let what = 'prose';
+        if (cell) {
+            const pre = cell.querySelector('.cell_input pre');
+            const lines = pre ? pre.textContent.split('\\n').map(l => l.trim())
+                .filter(l => l && !l.startsWith('#')) : [];
+            what = 'cell ' + (cells.indexOf(cell) + 1) + ': '
+                + (lines.length ? lines[0].slice(0, 70) : '(input hidden)');
+        }
+        return (head ? '§ ' + head.slice(0, 60) + ' | ' : '') + what;
+    };
+    // what makes the page scroll sideways: the outermost elements past its right edge
+    window.rlhfSticksOut = () => {
+        const limit = document.documentElement.clientWidth + 1, found = [];
+        const walk = (el) => {
+            const style = getComputedStyle(el);
+            if (style.position === 'fixed' || style.visibility === 'hidden' || style.display === 'none')
+                return;                                  // off-canvas sidebars do not scroll the page
+            if (el.getBoundingClientRect().right > limit && el.getClientRects().length) {
+                const tag = el.tagName.toLowerCase() + (el.className && typeof el.className === 'string'
+                    ? '.' + el.className.trim().split(/\\s+/).slice(0, 2).join('.') : '');
+                found.push(tag + ' (right edge ' + Math.round(el.getBoundingClientRect().right)
+                           + ' px) at ' + window.rlhfWhere(el));
+                return;
+            }
+            if (['auto', 'scroll', 'hidden', 'clip'].includes(style.overflowX)) return;
+            for (const c of el.children) walk(c);
+        };
+        for (const c of document.body.children) walk(c);
+        return found.slice(0, 5);
+    };
+    return cells.length;
+}"""
+
+
+def _prepare(reader: Reader, docname: str, html_dir: Path) -> None:
+    reader.open(html_dir / f"{docname}.html")
+    reader.page.evaluate(_PREPARE_JS)
+    reader.wait_for_math()
+
+
+_MATH_SCALE_JS = """async () => {
+    const tex = new Map();
+    if (window.MathJax && MathJax.startup && MathJax.startup.document) {
+        for (const item of Array.from(MathJax.startup.document.math))
+            tex.set(item.typesetRoot, item.math);
+    }
+    const out = [];
+    for (const c of document.querySelectorAll('article mjx-container')) {
+        const svg = c.querySelector(':scope > svg');
+        if (!svg || !(svg.getAttribute('width') || '').endsWith('ex')) continue;
+        if (!svg.getClientRects().length) continue;             // not laid out (display: none)
+        const probe = document.createElement('span');
+        probe.style.cssText = 'display:inline-block;width:100ex;height:0;margin:0;padding:0;border:0';
+        c.appendChild(probe);
+        const ex = probe.getBoundingClientRect().width / 100;
+        probe.remove();
+        const natural = parseFloat(svg.getAttribute('width')) * ex;
+        const shown = svg.getBoundingClientRect().width;
+        const box = c.closest('div.math') || c.parentElement;
+        const source = (tex.get(c) || '').trim();
+        out.push({
+            display: c.getAttribute('display') === 'true',
+            natural: natural, shown: shown, column: box.clientWidth,
+            multiline: /\\\\\\\\|\\\\begin\\{(aligned|align|gathered|array|split)/.test(source),
+            tex: source.replace(/\\s+/g, ' ').slice(0, 90),
+            where: window.rlhfWhere(c),
+        });
+    }
+    return out;
+}"""
+
+
+def _math_problems(reader: Reader) -> list[str]:
+    problems = []
+    for m in reader.page.evaluate(_MATH_SCALE_JS):
+        scale = m["shown"] / m["natural"] if m["natural"] else 1.0
+        if scale < 0.995:
+            problems.append(f"{m['where']}: math scaled to {scale:.0%} "
+                            f"({m['natural']:.0f} px shown at {m['shown']:.0f} px): {m['tex']}")
+        elif m["display"] and m["multiline"] and m["natural"] > m["column"] + 1:
+            problems.append(f"{m['where']}: a multi-line display ({m['natural']:.0f} px) is wider "
+                            f"than its column ({m['column']} px); show one equation per line "
+                            f"(a derivation: Derivation.show()): {m['tex']}")
+    return problems
+
+
+@pytest.mark.browser
+@pytest.mark.legibility
+@pytest.mark.parametrize("docname", TOC_FILES)
+def test_math_is_never_scaled_down_at_1280px(reader, html_dir, docname):
+    """No MathJax container is drawn smaller than its natural size, and no multi-line display is
+    wider than its column (a single equation wider than the column may scroll)."""
+    _prepare(reader, docname, html_dir)
+    problems = _math_problems(reader)
+    assert not problems, f"{docname} at {WIDE} px:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.browser
+@pytest.mark.legibility
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_derivations_are_legible_on_a_phone(phone_reader, html_dir, docname):
+    """The same at a 390 px wide window, where the derivations' reasons go under their equations."""
+    _prepare(phone_reader, docname, html_dir)
+    problems = _math_problems(phone_reader)
+    overflow = phone_reader.page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    if overflow > 1:
+        culprits = phone_reader.page.evaluate("() => window.rlhfSticksOut()")
+        problems.append(f"the page scrolls sideways by {overflow} px: {culprits}")
+    assert not problems, f"{docname} at {PHONE} px:\n  " + "\n  ".join(problems)
+
+
+_FIGURES_JS = """async () => {
+    const imgs = Array.from(document.querySelectorAll('article img'));
+    for (const img of imgs) { img.loading = 'eager'; }
+    await Promise.all(imgs.map(img => img.decode ? img.decode().catch(() => null) : null));
+    return imgs.filter(img => img.getClientRects().length).map(img => ({
+        src: img.currentSrc || img.src, natural: img.naturalWidth,
+        shown: img.getBoundingClientRect().width, where: window.rlhfWhere(img)}));
+}"""
+
+
+def _svg_min_font_user_units(path: Path) -> tuple[float | None, float | None]:
+    """(smallest font size of the SVG's text, width of its viewBox), in SVG user units."""
+    text = path.read_text(errors="replace")
+    sizes = [float(v) for v in re.findall(r'font-size[=:]\s*"?\s*([0-9.]+)(?:px)?', text)]
+    view = re.search(r'viewBox="\s*[-0-9.]+[ ,]+[-0-9.]+[ ,]+([0-9.]+)', text)
+    return (min(sizes) if sizes else None), (float(view.group(1)) if view else None)
+
+
+def _figure_problems(figures: list[dict]) -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from rlhf_lab.course.display import png_text_chunks
+
+    problems = []
+    for f in figures:
+        path = Path(url2pathname(urlparse(f["src"]).path))
+        scale = f["shown"] / f["natural"] if f["natural"] else 0.0
+        name = path.name if len(path.name) < 24 else path.name[:12] + "…" + path.suffix
+        if path.suffix.lower() == ".png":
+            chunk = png_text_chunks(path.read_bytes()).get(PNG_TEXT_KEY)
+            if chunk is None:
+                problems.append(f"{f['where']}: figure {name} (shown at {scale:.0%}) carries no "
+                                f"measured text size: draw it after "
+                                f"rlhf_lab.course.display.use_book_style()")
+                continue
+            if chunk == "none":
+                continue
+            shown_px = float(chunk) * scale
+        elif path.suffix.lower() == ".svg":
+            size, view = _svg_min_font_user_units(path)
+            if size is None:
+                continue
+            if not view:
+                problems.append(f"{f['where']}: SVG {name} has text but no viewBox to scale it by")
+                continue
+            shown_px = size * f["shown"] / view
+        else:
+            problems.append(f"{f['where']}: figure {name}: cannot measure its text ({path.suffix})")
+            continue
+        if shown_px < MIN_TEXT_PX:
+            problems.append(f"{f['where']}: figure {name}: smallest text {shown_px:.1f} CSS px "
+                            f"(under {MIN_TEXT_PX:g}; shown at {scale:.0%} of "
+                            f"{f['natural']} px)")
+    return problems
+
+
+@pytest.mark.browser
+@pytest.mark.legibility
+@pytest.mark.parametrize("docname", TOC_FILES)
+def test_figure_text_is_at_least_9px_at_1280px(reader, html_dir, docname):
+    """Every figure's smallest text, as displayed: the PNG's recorded smallest text size (pixels
+    of the PNG, from its drawn Text artists; see rlhf_lab.course.display) times the scale at
+    which the page shows the image (its rendered width / its natural width); for an SVG, its
+    smallest font-size times rendered width / viewBox width."""
+    _prepare(reader, docname, html_dir)
+    problems = _figure_problems(reader.page.evaluate(_FIGURES_JS))
+    assert not problems, f"{docname} at {WIDE} px:\n  " + "\n  ".join(problems)
+
+
+_OVERFLOW_JS = """() => {
+    const out = [];
+    const seen = new Set();
+    const check = (el, kind) => {
+        if (seen.has(el) || !el.getClientRects().length) return;
+        seen.add(el);
+        const box = kind === 'table'
+            ? (el.closest('.pst-scrollable-table-container, .rlhf-table-wrap') || el.parentElement)
+            : el;
+        const width = kind === 'table' ? el.getBoundingClientRect().width : el.scrollWidth;
+        const room = box.clientWidth;
+        if (width > room + 1) {
+            let line = '';
+            if (kind === 'text') {
+                line = el.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '');
+            }
+            out.push({kind: kind, width: Math.round(width), room: room,
+                      chars: line.length, line: line.trim().slice(0, 60),
+                      where: window.rlhfWhere(el)});
+        }
+    };
+    document.querySelectorAll('article table').forEach(t => check(t, 'table'));
+    document.querySelectorAll('.cell_output pre').forEach(p => check(p, 'text'));
+    const page = document.documentElement.scrollWidth - document.documentElement.clientWidth;
+    return {items: out, page: page};
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.legibility
+@pytest.mark.parametrize("docname", TOC_FILES)
+def test_tables_and_text_outputs_fit_their_column_at_1280px(reader, html_dir, docname):
+    """No table and no printed output is wider than its column (neither cut nor hidden behind a
+    sideways scroll), and the page itself never scrolls sideways."""
+    _prepare(reader, docname, html_dir)
+    found = reader.page.evaluate(_OVERFLOW_JS)
+    problems = []
+    for o in found["items"]:
+        detail = f"; longest line {o['chars']} characters: {o['line']!r}" if o["kind"] == "text" else ""
+        problems.append(f"{o['where']}: {o['kind']} {o['width']} px wide in a {o['room']} px "
+                        f"column{detail}")
+    if found["page"] > 1:
+        culprits = reader.page.evaluate("() => window.rlhfSticksOut()")
+        problems.append(f"the page scrolls sideways by {found['page']} px: {culprits}")
+    assert not problems, f"{docname} at {WIDE} px:\n  " + "\n  ".join(problems)
+
+
+_LEFTOVERS_JS = """() => {
+    const out = [];
+    for (const el of document.querySelectorAll('article *')) {
+        if (el.children.length || !/NBVAL/.test(el.textContent)) continue;
+        out.push('NBVAL marker shown: ' + window.rlhfWhere(el));
+    }
+    for (const o of document.querySelectorAll('.cell_output .output')) {
+        const pre = o.querySelector('pre');           // not the copy button's "Copy to clipboard"
+        const t = (pre ? pre.textContent : o.textContent).trim().replace(/^Out\\[\\d*\\]:\\s*/, '');
+        if (t === 'True' || t === 'False')
+            out.push('bare ' + t + ' output: ' + window.rlhfWhere(o));
+    }
+    for (const pre of document.querySelectorAll('.cell_output pre')) {
+        const bad = pre.textContent.split('\\n').find(l => l.trim().startsWith('\\u2718'));
+        if (bad) out.push('a checker reports a wrong answer in the stored output (' + bad.trim().slice(0, 50)
+                          + '): ' + window.rlhfWhere(pre));
+    }
+    return Array.from(new Set(out));
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.legibility
+@pytest.mark.parametrize("docname", TOC_FILES)
+def test_pages_show_nothing_meant_for_a_kernel_or_a_test(reader, html_dir, docname):
+    """No nbval marker (a cell tag does that job invisibly), no bare True/False output and no
+    checker's ✘ line (the stored exercise is unanswered: its checker prints a neutral line and
+    returns None)."""
+    _prepare(reader, docname, html_dir)
+    problems = reader.page.evaluate(_LEFTOVERS_JS)
+    assert not problems, f"{docname}:\n  " + "\n  ".join(problems)
+
+
+def test_unit_times_come_from_the_stored_notebook(tmp_path):
+    """The front page's reading and running times (directive ``unit-times`` of _ext/offline_book):
+    a notebook with 450 words of Markdown, 120 lines of code and two cells that ran 30 s and 45 s
+    reads in 450/100 + 120/10 = 16.5 -> 20 min and runs in 75 s."""
+    sys.path.insert(0, str(REPO / "_ext"))
+    from offline_book import unit_times
+
+    def cell(kind, source, start=None, seconds=None):
+        c = {"cell_type": kind, "source": source, "metadata": {}}
+        if start is not None:
+            c["metadata"]["execution"] = {
+                "iopub.execute_input": f"2026-01-01T00:00:{start:02d}.000000Z",
+                "shell.execute_reply": f"2026-01-01T00:{(start + seconds) // 60:02d}:"
+                                       f"{(start + seconds) % 60:02d}.000000Z"}
+        return c
+
+    nb = {"cells": [cell("markdown", "# The title\n" + "word " * 447),
+                    cell("code", "x = 1\n" * 60, 0, 30), cell("code", "\n".join(["y = 2"] * 60), 30, 45),
+                    cell("markdown", "")],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "unit.ipynb"
+    path.write_text(json.dumps(nb))
+    t = unit_times(path)
+    assert (t["title"], t["words"], t["code_lines"]) == ("The title", 450, 120)
+    assert t["reading_min"] == 20 and t["running_s"] == pytest.approx(75.0)
+    nb["cells"][1]["metadata"] = {}
+    nb["cells"][2]["metadata"] = {}
+    path.write_text(json.dumps(nb))
+    assert unit_times(path)["running_s"] is None

@@ -24,7 +24,15 @@ from rlhf_lab.derivations import (
     ppo_objective,
     token_decomposition,
 )
-from rlhf_lab.derivations.core import Derivation, DerivationError, Step, equal, holds, then
+from rlhf_lab.derivations.core import (
+    Derivation,
+    DerivationError,
+    Step,
+    equal,
+    holds,
+    reason_markdown,
+    then,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = [divergence_penalty, token_decomposition, advantage_objective, kl_derivation,
@@ -233,25 +241,87 @@ def test_no_equality_line_renders_as_a_tautology(d):
         assert left.strip() != right.strip(), f"{d.name} step {i + 1}: {left} = {right}"
 
 
+def _markdown_tokens(md: str, *, html: bool):
+    """Block tokens of ``md`` as a CommonMark parser with dollar math sees them (markdown-it-py,
+    the parser under MyST); ``html=False`` treats raw HTML as absent, as a sanitizer would."""
+    markdown_it = pytest.importorskip("markdown_it")
+    dollarmath = pytest.importorskip("mdit_py_plugins.dollarmath")
+    parser = markdown_it.MarkdownIt("commonmark").use(dollarmath.dollarmath_plugin)
+    tokens = [t for t in parser.parse(md) if t.level == 0 or t.type == "inline"]
+    if not html:
+        tokens = [t for t in tokens if t.type != "html_block"]
+    return tokens
+
+
 @pytest.mark.parametrize("d", ALL, ids=IDS)
-def test_markdown_repr(d):
+def test_markdown_is_one_display_equation_per_step_then_its_reason(d):
+    """What the book, Jupyter and Colab render: the title, the intro, then for every step one
+    ``$$`` display equation of that step alone (no alignment points, no reason inside the math)
+    followed by its reason as a paragraph of prose. With raw HTML dropped (Colab sanitizes it)
+    the same equations and reasons remain, in order."""
     md = d._repr_markdown_()
-    assert md.startswith(f"**{d.title}**\n\n")
-    assert md.endswith("$$\n" + d.latex() + "\n$$")
     assert md == d.markdown()
+    assert md.count("<div") == md.count("</div>") == len(d.steps) + 1
+    for html in (True, False):
+        tokens = _markdown_tokens(md, html=html)
+        maths = [t for t in tokens if t.type == "math_block"]
+        assert [m.content.strip() for m in maths] == [d.step_tex(i) for i in range(len(d))], \
+            f"{d.name}: one display equation per step, in order (html={html})"
+        texts = [t.content for t in tokens if t.type == "inline"]
+        assert texts[0] == f"**{reason_markdown(d.title)}**"
+        for i, s in enumerate(d.steps):   # the paragraph right after step i's equation
+            after = tokens[tokens.index(maths[i]) + 1:]
+            para = next(t for t in after if t.type == "inline")
+            assert para.content.startswith(reason_markdown(s.reason)), (d.name, i, para.content)
+    for i in range(len(d)):
+        tex = d.step_tex(i)
+        bare = re.sub(r"\\begin\{(\w+)\}.*?\\end\{\1\}", "M", tex, flags=re.S)
+        assert "&" not in bare, f"{d.name} step {i + 1}: an alignment point is left: {tex}"
+        assert "\\text{(" not in tex and "$" not in tex and "\n\n" not in tex
+        assert tex.count("{") == tex.count("}")
 
 
-def test_reasons_render_greek_and_subscripts_as_math():
-    from rlhf_lab.derivations.core import reason_tex
-    assert reason_tex("since β > 0") == r"\text{(since }\beta\text{ > 0)}"
-    assert reason_tex("π_ref is fixed") == r"\text{(}\pi_{\mathrm{ref}}\text{ is fixed)}"
-    assert "^*" in reason_tex("π* is optimal")
+def test_steps_that_continue_a_chain_start_with_their_relation():
+    d = divergence_penalty.derivation()
+    kinds = [s.kind for s in d.steps]
+    first_then = kinds.index("then")
+    assert d.step_tex(first_then).startswith("{} = ")
+    assert not d.step_tex(0).startswith("{}")
+    assert '<div class="rlhf-step rlhf-then">' in d.markdown()
+    # a shown inequality that continues the chain (Gibbs: ... >= 0)
+    gibbs = divergence_penalty.kl_is_nonnegative()
+    assert gibbs.step_tex(len(gibbs) - 1) == r"{} \geq 0"
+
+
+def test_reason_markdown_is_prose_with_inline_math():
+    assert reason_markdown("since β > 0") == r"since $\beta$ > 0"
+    assert reason_markdown("π_ref is fixed") == r"$\pi_{\mathrm{ref}}$ is fixed"
+    assert reason_markdown("KL(π_θ‖π*) ≥ 0") == r"KL($\pi_{\theta} \| \pi^*$) ≥ 0"
+    # formulas that are one piece stay one piece: "Σ p_i", "λ/β"
+    assert reason_markdown("add Σ p_i (q_i/p_i − 1)") == r"add $\Sigma p_{i}$ ($q_{i}/p_{i}$ − 1)"
+    assert reason_markdown("exp(λ/β − 1)") == r"exp($\lambda/\beta$ − 1)"
+    # Markdown syntax stays literal; a reason never becomes a list, a quote or an HTML tag
+    assert reason_markdown("a *b* c_ `d` <e") == r"a \*b\* c\_ \`d\` \<e"
+    assert reason_markdown("2. step") == r"2\. step"
+    assert reason_markdown("> 0 here") == r"\> 0 here"
+    assert reason_markdown("- minus") == r"\- minus"
+
+
+def test_numeric_steps_say_so_in_their_reason():
+    x = sp.Symbol("x", positive=True)
+    num = Derivation("t", (equal(sp.sin(x) ** 2 + sp.cos(x) ** 2, 1, "Pythagoras",
+                                 check="numeric"),))
+    assert "checked numerically" in num.markdown()
 
 
 def _mathjax_inputs():
     items = []
     for d in ALL:
         items.append([d.name, d.latex()])
+        for i in range(len(d)):
+            items.append([f"{d.name} step {i + 1}", d.step_tex(i)])
+        for k, m in enumerate(re.findall(r"\$([^$]+)\$", d.markdown().replace("$$", ""))):
+            items.append([f"{d.name} prose {k}", m])
         for k, m in enumerate(re.findall(r"\$([^$]+)\$", d.intro)):
             items.append([f"{d.name} intro {k}", m])
     return items

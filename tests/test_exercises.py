@@ -15,6 +15,7 @@ import torch
 
 from rlhf_lab.course import exercises as ex
 from rlhf_lab.course.exercises import (
+    FUNCTION_PLACEHOLDER_MESSAGE,
     PLACEHOLDER_MESSAGE,
     check_choice,
     check_expression,
@@ -44,8 +45,47 @@ def one_line(capsys) -> str:
     lambda: check_choice(..., "a"),
 ])
 def test_placeholder_asks_for_an_answer_without_raising(call, capsys):
-    assert call() is False
-    assert one_line(capsys) == PLACEHOLDER_MESSAGE
+    """The stored notebook holds the unanswered exercise and the book shows its output: one
+    neutral line (no ✘: nothing is wrong yet) and no return value, so no bare ``False``."""
+    assert call() is None
+    line = one_line(capsys)
+    assert line == PLACEHOLDER_MESSAGE
+    assert not line.startswith(("✔", "✘"))
+    # it fits the book's column (tests/test_book.py measures printed lines): 76 characters
+    assert len(PLACEHOLDER_MESSAGE) <= 76
+    assert len(FUNCTION_PLACEHOLDER_MESSAGE.format(name="my_token_penalty")) <= 76
+
+
+def test_an_unwritten_function_body_is_unanswered_not_wrong(capsys):
+    def my_k3(logp, ref_logp):
+        return ...  # the stored exercise
+
+    assert check_function(my_k3, lambda a, b: a - b, [(1.0, 2.0)], name="my_k3") is None
+    assert one_line(capsys) == FUNCTION_PLACEHOLDER_MESSAGE.format(name="my_k3")
+    # a tuple that still holds `...` is an answer in progress: that one is reported as wrong
+    assert check_function(lambda a, b: (a, ...), lambda a, b: (a, b), [(1.0, 2.0)]) is False
+    assert "fill in the body" in one_line(capsys)
+
+
+def test_unanswered_cells_show_no_bare_bool_in_ipython():
+    """What a notebook cell shows: the displayhook prints a checker's return value unless it is
+    None. Every checker called on the placeholder must leave nothing for it to print."""
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    shell = InteractiveShell.instance()
+    cells = ["check_number(..., 1.0)", "check_tensor(..., torch.zeros(2))",
+             "check_expression(..., sp.Symbol('x'))", "check_choice(..., 'a')",
+             "check_function(lambda x: ..., abs, [(1,)], name='f')"]
+    shell.user_ns.update(dict(check_number=check_number, check_tensor=check_tensor,
+                              check_expression=check_expression, check_choice=check_choice,
+                              check_function=check_function, torch=torch, sp=sp))
+    for cell in cells:
+        with capture_output() as out:
+            shell.run_cell(cell, store_history=False)
+        assert out.outputs == [], f"{cell}: displays {out.outputs}"
+        assert out.stdout.startswith("✎") and "False" not in out.stdout, (cell, out.stdout)
 
 
 # --- check_number ------------------------------------------------------------------------------
@@ -160,8 +200,8 @@ def test_check_function_reports_exceptions_and_placeholders(capsys):
 
     assert check_function(unfinished, masked_mean, CASES) is False
     assert "returned None: did you forget `return`?" in one_line(capsys)
-    assert check_function(lambda x, mask=None: ..., masked_mean, CASES) is False
-    assert "fill in the body" in one_line(capsys)
+    assert check_function(lambda x, mask=None: ..., masked_mean, CASES) is None
+    assert one_line(capsys) == FUNCTION_PLACEHOLDER_MESSAGE.format(name="<lambda>")
     assert check_function(42, masked_mean, CASES) is False
     assert "should be a function" in one_line(capsys)
 
@@ -298,6 +338,38 @@ def test_ordering_quiz_is_shuffled_deterministically():
     assert html == ordering_quiz("Order one PPO iteration.", steps, seed=3)._repr_html_()
     two = ordering_quiz("Two?", ["first", "second"])
     assert [int(a["data-pos"]) for t, a in parse(two.html) if t == "li"] == [2, 1]
+
+
+def test_ordering_quiz_accepts_every_order_of_steps_that_commute():
+    """A group (a tuple) of steps may come in any order: each row carries the block of
+    positions its group takes, and the quiz is never shown in any accepted order."""
+    steps = ["rollout", ("score with the reward model", "reference log-probs and values"),
+             "per-token rewards", "GAE", "update"]
+    for seed in range(20):
+        q = ordering_quiz("Order one PPO iteration.", steps, seed=seed)
+        rows = [a for t, a in parse(q.html) if t == "li"]
+        ranges = {int(a["data-pos"]): (int(a["data-min"]), int(a["data-max"])) for a in rows}
+        assert ranges == {1: (1, 1), 2: (2, 3), 3: (2, 3), 4: (4, 4), 5: (5, 5), 6: (6, 6)}
+        shown = [int(a["data-pos"]) for a in rows]
+        assert not all(ranges[p][0] <= k + 1 <= ranges[p][1] for k, p in enumerate(shown)), seed
+    assert "score with the reward model" in q.html and "Quiz: Order" in repr(q)
+    # the id of a quiz without groups is what it was (stored outputs keep their ids)
+    plain = ["a", "b", "c"]
+    assert ordering_quiz("Q?", plain).id == ordering_quiz("Q?", list(plain)).id
+    with pytest.raises(ValueError, match="single group"):
+        ordering_quiz("Q?", [("a", "b")])
+    with pytest.raises(ValueError, match="empty group"):
+        ordering_quiz("Q?", ["a", ()])
+
+
+def test_quiz_options_keep_the_radio_beside_its_text():
+    """A radio button and its label share one grid row (the label wraps in the second column),
+    so a long option never leaves its button alone on the line above."""
+    html = multiple_choice("Q?", ["x " * 80, "y"], "a")._repr_html_()
+    assert re.search(r"\.rlhf-quiz \.rlhf-opt\{[^}]*display:grid;grid-template-columns:auto", html)
+    assert re.search(r"\.rlhf-quiz \.rlhf-fb\{[^}]*grid-column:2", html)
+    opt = re.search(r'<div class="rlhf-opt">(<input[^>]*>)(<label[^>]*>)', html)
+    assert opt, "the radio input and its label are the first two children of an option"
 
 
 def test_public_names():

@@ -5,8 +5,11 @@ Two kinds of tools live here.
 **Checkers** run in a live kernel (Jupyter, Colab). Each takes the reader's answer as a Python
 object (a number, a tensor, a function, a sympy expression; never a string to ``eval``), prints
 one short line of feedback (``✔`` or ``✘`` and what is off) and returns ``True`` or ``False``.
-The notebooks store the unanswered exercise as ``answer = ...``; a checker given ``...`` prints
-``Replace `...` with your answer and run the cell again.`` and returns ``False``.
+
+The notebooks store the unanswered exercise (``answer = ...``, or a function whose body is
+``return ...``), and the book shows that stored output. Then a checker prints one neutral line,
+:data:`PLACEHOLDER_MESSAGE` (or, for a function, what to fill in), with no ``✘``, and returns
+``None``, so that the cell shows no ``False`` either: an unanswered exercise is not a wrong one.
 
 - :func:`check_number`, :func:`check_tensor`, :func:`check_function`, :func:`check_expression`,
   :func:`check_choice`.
@@ -42,6 +45,7 @@ import torch
 
 __all__ = [
     "PLACEHOLDER_MESSAGE",
+    "FUNCTION_PLACEHOLDER_MESSAGE",
     "check_number",
     "check_tensor",
     "check_function",
@@ -53,7 +57,9 @@ __all__ = [
     "Quiz",
 ]
 
-PLACEHOLDER_MESSAGE = "Replace `...` with your answer and run the cell again."
+# One line that fits the book's column (76 characters, rlhf_lab.course.display.TEXT_COLUMNS)
+PLACEHOLDER_MESSAGE = "✎ Your turn: replace `...` with your answer and run this cell to check it."
+FUNCTION_PLACEHOLDER_MESSAGE = "✎ Your turn: fill in {name}, then run this cell to check it."
 RIGHT = "✔"
 WRONG = "✘"
 
@@ -289,7 +295,7 @@ def _difference(a: Any, e: Any, rtol: float, atol: float) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 def check_number(answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float = 1e-6,
-                 name: str = "answer", explain: str | None = None) -> bool:
+                 name: str = "answer", explain: str | None = None) -> bool | None:
     """Check a scalar: right when ``|answer − expected| ≤ atol + rtol·|expected|``.
 
     Accepts Python, NumPy and sympy numbers and one-element tensors. Booleans are never numbers:
@@ -299,7 +305,7 @@ def check_number(answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float 
     a factor of 2 or 10) and adds ``explain`` if given.
     """
     if _is_placeholder(answer):
-        return False
+        return None
     e = _as_float(expected)
     if e is None:
         raise TypeError(f"expected must be a number, got {type(expected).__name__}")
@@ -315,14 +321,14 @@ def check_number(answer: Any, expected: Any, *, rtol: float = 1e-3, atol: float 
 
 
 def check_tensor(answer: Any, expected: Any, *, rtol: float = 1e-5, atol: float = 1e-6,
-                 name: str = "answer") -> bool:
+                 name: str = "answer") -> bool | None:
     """Check a tensor (or array / nested list): same shape, same kind of dtype, close values.
 
     Float32 vs float64 is fine; float vs int vs bool is not. On a mismatch it reports the shape,
     the dtype, or how many entries differ and the first index where they do.
     """
     if _is_placeholder(answer):
-        return False
+        return None
     e = _to_tensor(expected)
     if e is None:
         raise TypeError(f"expected must be a tensor or array, got {type(expected).__name__}")
@@ -355,7 +361,8 @@ def _case_text(fname: str, case: Any) -> str:
 
 
 def check_function(candidate: Any, reference: Callable, cases: Sequence[Any], *,
-                   rtol: float = 1e-5, atol: float = 1e-6, name: str | None = None) -> bool:
+                   rtol: float = 1e-5, atol: float = 1e-6, name: str | None = None
+                   ) -> bool | None:
     """Call ``candidate`` and ``reference`` on every case and compare the results.
 
     ``cases`` is a list whose items are tuples of positional arguments or dicts of keyword
@@ -365,7 +372,7 @@ def check_function(candidate: Any, reference: Callable, cases: Sequence[Any], *,
     bool tensor/array) must be matched by an object of the same kind (any single bool for a bool).
     """
     if _is_placeholder(candidate):
-        return False
+        return None
     fname = name or getattr(candidate, "__name__", "your function")
     if not callable(candidate):
         return _say(False, f"{fname} should be a function, got {type(candidate).__name__}.")
@@ -378,6 +385,9 @@ def check_function(candidate: Any, reference: Callable, cases: Sequence[Any], *,
             got = _call(candidate, case)
         except Exception as exc:  # noqa: BLE001 - report the reader's error, do not raise it
             return _say(False, f"{_case_text(fname, case)} raised {type(exc).__name__}: {exc}")
+        if got is Ellipsis:   # the stored exercise: `return ...` not yet replaced
+            print(FUNCTION_PLACEHOLDER_MESSAGE.format(name=fname))
+            return None
         diff = _difference(got, want, rtol, atol)
         if diff is not None:
             return _say(False, f"{_case_text(fname, case)} {diff}.")
@@ -515,7 +525,7 @@ def _equivalent_equations(a: Any, e: Any) -> bool:
     return False
 
 
-def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> bool:
+def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> bool | None:
     """Check a sympy expression: right when ``simplify(answer − expected) == 0``.
 
     When they differ, says how: missing or extra symbols, a wrong sign, a constant factor, or an
@@ -535,7 +545,7 @@ def check_expression(answer: Any, expected: Any, *, name: str = "answer") -> boo
     import sympy as sp
 
     if _is_placeholder(answer):
-        return False
+        return None
     if isinstance(answer, str):
         return _say(False, f"{name} should be a sympy expression built from the symbols, "
                            f"not a string.")
@@ -587,7 +597,7 @@ def _letter(x: Any) -> str | None:
 
 
 def check_choice(answer: Any, correct: str, *, explanations: Mapping[str, str] | None = None
-                 ) -> bool:
+                 ) -> bool | None:
     """Live multiple choice: ``answer`` is a letter (``"b"``, ``"B"`` or ``"(b)"``).
 
     ``explanations`` maps letters to a sentence shown when that letter is picked. The options
@@ -596,7 +606,7 @@ def check_choice(answer: Any, correct: str, *, explanations: Mapping[str, str] |
     plain "is not it".
     """
     if _is_placeholder(answer):
-        return False
+        return None
     want = _letter(correct)
     if want is None:
         raise ValueError(f"correct must be a single letter, got {correct!r}")
@@ -659,9 +669,10 @@ def _quiz_id(kind: str, key: str | None, *parts: Any) -> str:
 _STYLE = """<style>
 .rlhf-quiz{border:1px solid #c9d3de;border-left:4px solid #3b78c2;border-radius:6px;padding:.6em .9em;margin:.8em 0;background:transparent;font-size:.95em}
 .rlhf-quiz .rlhf-q{font-weight:600;margin:0 0 .5em 0}
-.rlhf-quiz .rlhf-opt{margin:.25em 0}
-.rlhf-quiz .rlhf-opt label{cursor:pointer;margin-left:.35em}
-.rlhf-quiz .rlhf-fb{display:none;margin:.2em 0 .3em 1.8em;padding:.15em .5em;border-radius:4px}
+.rlhf-quiz .rlhf-opt{margin:.25em 0;display:grid;grid-template-columns:auto minmax(0,1fr);column-gap:.45em;align-items:baseline}
+.rlhf-quiz .rlhf-opt input{margin:0}
+.rlhf-quiz .rlhf-opt label{cursor:pointer;margin:0;display:block}
+.rlhf-quiz .rlhf-fb{display:none;grid-column:2;margin:.2em 0 .3em 0;padding:.15em .5em;border-radius:4px}
 .rlhf-quiz .rlhf-opt input:checked ~ .rlhf-fb{display:block}
 .rlhf-quiz .rlhf-right{color:#1a6b2f;background:rgba(46,160,67,.12)}
 .rlhf-quiz .rlhf-wrong{color:#9b1c1c;background:rgba(218,54,51,.10)}
@@ -670,8 +681,8 @@ _STYLE = """<style>
 .rlhf-quiz input[type=text]{width:9em;padding:.15em .3em}
 .rlhf-quiz button{margin-left:.4em;padding:.15em .7em;cursor:pointer}
 .rlhf-quiz ol.rlhf-steps{margin:.3em 0;padding-left:0;list-style:none}
-.rlhf-quiz ol.rlhf-steps li{margin:.25em 0;padding:.1em .3em;border-radius:4px}
-.rlhf-quiz ol.rlhf-steps select{margin-right:.5em}
+.rlhf-quiz ol.rlhf-steps li{margin:.25em 0;padding:.1em .3em;border-radius:4px;display:flex;align-items:baseline;column-gap:.5em}
+.rlhf-quiz ol.rlhf-steps select{flex:none}
 .rlhf-quiz details{margin-top:.4em}
 </style>"""
 
@@ -694,17 +705,23 @@ window.rlhfQuiz = {
   },
   order: function(id){
     var box = document.getElementById(id), rows = box.querySelectorAll('li[data-pos]');
-    var fb = document.getElementById(id + '-fb'), right = 0, chosen = 0;
+    var fb = document.getElementById(id + '-fb'), right = 0, chosen = 0, count = {};
     rows.forEach(function(li){
-      var sel = li.querySelector('select'), v = sel.value;
-      if (v) chosen++;
-      var ok = v !== '' && Number(v) === Number(li.dataset.pos);
+      var v = li.querySelector('select').value;
+      if (v) { chosen++; count[v] = (count[v] || 0) + 1; }
+    });
+    rows.forEach(function(li){
+      var v = li.querySelector('select').value;
+      var lo = Number(li.dataset.min || li.dataset.pos), hi = Number(li.dataset.max || li.dataset.pos);
+      var ok = v !== '' && count[v] === 1 && Number(v) >= lo && Number(v) <= hi;
       if (ok) right++;
       li.className = v === '' ? '' : (ok ? 'rlhf-right' : 'rlhf-wrong');
     });
     if (chosen < rows.length) { show(fb, false, '\\u2718 Give every step a position.'); return false; }
     var all = right === rows.length;
-    show(fb, all, all ? '\\u2714 Right order.' : '\\u2718 ' + right + ' of ' + rows.length + ' in place.');
+    var shared = Object.keys(count).some(function(k){ return count[k] > 1; });
+    show(fb, all, all ? '\\u2714 Right order.' : '\\u2718 ' + (shared ? 'Two steps share a position; ' : '')
+         + right + ' of ' + rows.length + ' in place.');
     return all;
   }
 };
@@ -834,32 +851,56 @@ def numeric_quiz(question: str, answer: float, *, tol: float = 1e-2, key: str | 
     return Quiz("numeric_quiz", qid, body, text)
 
 
-def ordering_quiz(question: str, steps: Sequence[str], *, key: str | None = None,
+def ordering_quiz(question: str, steps: Sequence[str | Sequence[str]], *, key: str | None = None,
                   seed: int = 0) -> Quiz:
-    """Put steps back in order. ``steps`` is given in the correct order.
+    """Put steps back in order. ``steps`` is given in a correct order.
 
-    They are shown shuffled (deterministically from ``seed``, never in the right order); the
-    reader picks the position of each step and presses *Check* to see which are in place.
+    An item of ``steps`` that is a list or tuple of strings is a group of steps that may come in
+    any order among themselves (they commute, e.g. scoring with the reward model and computing
+    the reference log-probabilities): every order of a group is accepted, as long as the group
+    takes its block of positions. Say in the solution which steps commute.
+
+    The steps are shown shuffled (deterministically from ``seed``, never in a correct order); the
+    reader picks the position of each step and presses *Check* to see which are in place. Each
+    row carries ``data-pos`` (its place in the order given), ``data-min`` and ``data-max`` (the
+    positions its group may take). Raises ValueError for fewer than two steps, an empty group, or
+    a single group (nothing to order).
     """
-    steps = [str(s) for s in steps]
-    n = len(steps)
+    flat: list[str] = []
+    ranges: list[tuple[int, int]] = []
+    for k, item in enumerate(steps):
+        group = [str(x) for x in item] if isinstance(item, (list, tuple)) else [str(item)]
+        if not group:
+            raise ValueError(f"steps[{k}] is an empty group")
+        lo = len(flat) + 1
+        flat += group
+        ranges += [(lo, len(flat))] * len(group)
+    n = len(flat)
     if n < 2:
         raise ValueError(f"steps must hold at least 2 entries, got {n}")
+    if ranges[0] == (1, n):
+        raise ValueError("steps is a single group whose order does not matter: nothing to order")
+
+    def valid(order: list[int]) -> bool:
+        return all(ranges[i][0] <= pos + 1 <= ranges[i][1] for pos, i in enumerate(order))
+
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    if order == list(range(n)):
+    while valid(order):   # never shown in a correct order
         order = order[1:] + order[:1]
     qid = _quiz_id("ord", key, question, steps)
     choices = "".join(f'<option value="{i + 1}">{i + 1}</option>' for i in range(n))
     rows = "".join(
-        f'<li data-pos="{i + 1}"><select aria-label="position of this step">'
-        f'<option value="">–</option>{choices}</select>{_text(steps[i])}</li>' for i in order)
+        f'<li data-pos="{i + 1}" data-min="{ranges[i][0]}" data-max="{ranges[i][1]}">'
+        f'<select aria-label="position of this step">'
+        f'<option value="">–</option>{choices}</select><span>{_text(flat[i])}</span></li>'
+        for i in order)
     body = (f'{_STYLE}{_SCRIPT}<div class="{_CONTAINER_CLASSES} rlhf-order" id="{qid}">'
             f'<p class="rlhf-q">{_text(question)}</p>'
             f'<ol class="rlhf-steps">{rows}</ol>'
             f'<button type="button" onclick="window.rlhfQuiz.order(\'{qid}\')">Check</button>'
             f'<span class="rlhf-status" id="{qid}-fb" role="status" aria-live="polite"></span>'
             f'</div>')
-    text = "\n".join([f"Quiz: {question}", *(f"  - {steps[i]}" for i in order),
+    text = "\n".join([f"Quiz: {question}", *(f"  - {flat[i]}" for i in order),
                       "(Put the steps in order in the rendered notebook or the book.)"])
     return Quiz("ordering_quiz", qid, body, text)

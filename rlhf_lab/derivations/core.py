@@ -773,6 +773,81 @@ def reason_tex(reason: str) -> str:
     return "".join(pieces)
 
 
+# Reasons are shown as prose beside (or under) their equation. Greek letters, subscripted words
+# and the symbols below become inline math, so that π_θ in a reason looks like π_θ in the
+# equation; comparison signs and arrows read well as text and stay text.
+_MATH_IN_PROSE = set("αβγδεθλπρστΣ∇∂‖")
+# Markdown syntax characters that may occur in a reason: escaped so that they stay literal.
+_MARKDOWN_SPECIAL = re.compile(r"([*_`<])")
+
+
+def reason_markdown(reason: str) -> str:
+    """The reason as one line of Markdown prose: plain text, with Greek letters, subscripted words
+    (``π_ref``, ``p_i``) and ``‖ ∇ ∂ Σ`` as ``$...$`` inline math, Markdown syntax escaped.
+
+    ``reason_markdown("since β > 0")`` is ``"since $\\beta$ > 0"``; it renders in the book (MyST),
+    in Jupyter and on Colab, which all typeset ``$...$`` in Markdown outputs.
+    """
+    pieces: list[tuple[str, str]] = []     # ("math" | "text", content), adjacent math merged
+
+    def add(kind: str, content: str) -> None:
+        if (kind == "math" and len(pieces) >= 2 and pieces[-2][0] == "math"
+                and re.fullmatch(r"[ /]+", pieces[-1][1])):   # "Σ p_i", "λ/β": one formula
+            gap = pieces.pop()[1].strip() or " "
+            pieces[-1] = ("math", pieces[-1][1] + gap + content)
+        elif pieces and pieces[-1][0] == kind:
+            sep = " " if kind == "math" else ""
+            pieces[-1] = (kind, pieces[-1][1] + sep + content)
+        else:
+            pieces.append((kind, content))
+
+    pos, text = 0, reason.strip()
+    while pos < len(text):
+        m = _SUBSCRIPTED.match(text, pos)
+        if m and (pos == 0 or not text[pos - 1].isalnum()):
+            add("math", _subscripted_tex(m.group(1), m.group(2)))
+            pos = m.end()
+            continue
+        ch = text[pos]
+        if ch == "*" and pieces and pieces[-1][0] == "math" and pos > 0 and text[pos - 1] in _UNICODE_TEX:
+            pieces[-1] = ("math", pieces[-1][1] + "^*")   # π* is the optimal policy
+        elif ch in _MATH_IN_PROSE:
+            add("math", _UNICODE_TEX[ch])
+        else:
+            add("text", ch)
+        pos += 1
+    out = []
+    for kind, content in pieces:
+        out.append(f"${content}$" if kind == "math" else _MARKDOWN_SPECIAL.sub(r"\\\1", content))
+    md = "".join(out)
+    # a reason that starts like a list item ("1. ", "- ") must stay a paragraph
+    return re.sub(r"^(\d+)([.)])(\s)", r"\1\\\2\3", re.sub(r"^([-+>])", r"\\\1", md))
+
+
+_RELATIONS = ("=", "<", ">", "\\geq", "\\leq", "\\neq", "\\approx")
+
+
+def _strip_alignment(tex: str) -> str:
+    """``tex`` without its alignment points: every ``&`` outside ``\\begin{..} .. \\end{..}``
+    (a matrix keeps its column separators)."""
+    out, depth, i = [], 0, 0
+    while i < len(tex):
+        if tex.startswith("\\begin{", i):
+            depth += 1
+        elif tex.startswith("\\end{", i):
+            depth -= 1
+        elif tex[i] == "\\" and i + 1 < len(tex):   # an escaped character, e.g. \&
+            out.append(tex[i:i + 2])
+            i += 2
+            continue
+        elif tex[i] == "&" and depth == 0:
+            i += 1
+            continue
+        out.append(tex[i])
+        i += 1
+    return re.sub(r"  +", " ", "".join(out)).strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class Derivation:
     """A titled, ordered chain of verified steps.
@@ -894,15 +969,42 @@ class Derivation:
         return f"{left} &= {rhs} {why}"
 
     def latex(self) -> str:
-        """One ``aligned`` block, one line per step, the reason beside each line."""
+        """One ``aligned`` block, one line per step, the reason beside each line (for LaTeX
+        documents and tests; the notebooks and the book show :meth:`markdown`)."""
         lines = [self.line_tex(i) for i in range(len(self.steps))]
         return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
 
+    def step_tex(self, index: int) -> str:
+        """The LaTeX of one step as a display equation of its own: :meth:`line_tex` without the
+        reason and without alignment points. A ``then`` step starts with its relation
+        (``= rhs``), continuing the chain above it."""
+        math = self.line_tex(index).rsplit("&&", 1)[0]
+        tex = _strip_alignment(math)
+        return "{} " + tex if tex.startswith(_RELATIONS) else tex
+
     def markdown(self) -> str:
-        parts = [f"**{self.title}**"]
+        """The derivation as Markdown: the title, the intro, then one ``$$...$$`` display equation
+        per step, each followed by its reason as a line of prose.
+
+        Plain Markdown and math is the floor that every renderer shows (the book, JupyterLab,
+        Colab, which sanitizes HTML). Each step sits between ``<div class="rlhf-step">`` and
+        ``</div>`` lines, with blank lines around its content so that the Markdown inside is still
+        parsed; the book's style sheet (``_static/rlhf.css``) uses them to put the reason beside
+        its equation on a wide screen and under it on a narrow one. A step wider than the column
+        scrolls sideways; it is never scaled down.
+        """
+        parts = ['<div class="rlhf-derivation">', f"**{reason_markdown(self.title)}**"]
         if self.intro:
             parts.append(self.intro)
-        parts.append("$$\n" + self.latex() + "\n$$")
+        for i, s in enumerate(self.steps):
+            why = reason_markdown(s.reason)
+            if s.check == "numeric":
+                why += " (checked numerically, at random points)"
+            tex = self.step_tex(i)
+            kind = " rlhf-then" if tex.startswith("{} ") else ""
+            parts += [f'<div class="rlhf-step{kind}">', "$$\n" + tex + "\n$$", why,
+                      "</div>"]
+        parts.append("</div>")
         return "\n\n".join(parts)
 
     def _repr_markdown_(self) -> str:
