@@ -173,26 +173,28 @@ def test_core_checks_directly():
 def test_verify_all_is_fast_from_a_cold_start():
     code = textwrap.dedent("""
         import time
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         import rlhf_lab.derivations as D
         for d in D.all_derivations():
             d.verify()
-        print(time.perf_counter() - t0)
+        print(time.process_time() - t0)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     elapsed = float(out.stdout.strip().splitlines()[-1])
-    # 14 derivations of units 1-5 took 3.4 s on a quiet machine and 9-12 s on a busy one; the 14 of
-    # unit 6 add 3-4 s: a budget of 25 s catches a step that falls back to slow simplification
-    assert elapsed < 25.0, f"verifying everything took {elapsed:.1f} s"
+    # CPU time of the process (sympy is single-threaded), not wall time: another job on a shared
+    # 2-core machine tripled the wall time of this check. The 28 derivations took 7 s of CPU on a
+    # quiet machine and 15.7 s on one running six other jobs (2026-11-29); one step that falls back
+    # to slow simplification costs ~100 s (unit 6's mutation checks before db19d6e): 60 s catches it.
+    assert elapsed < 60.0, f"verifying everything took {elapsed:.1f} s of CPU"
     # and a second verify is served from the cache (the first pass in this process may be cold:
     # under pytest-xdist another worker may have run the other derivation tests)
     for d in ALL:
         d.verify()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for d in ALL:
         d.verify()
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
 
 
 # -- rendering ----------------------------------------------------------------------------------
