@@ -10,8 +10,9 @@ group-scaled advantages, AdamW lr 1e-5 constant (eps 1e-8, no weight decay), gra
 TRL's side is ``trl/grpo_worker.py`` run by TRL 1.16's interpreter. Ours runs
 ``rlhf_lab.ppo.PPOTrainer`` with ``GRPOConfig`` (``RLOOConfig``), the config names of DESIGN.md
 and issue 16 (``advantage_estimator``, ``num_generations``, ``beta``, ``epsilon``,
-``loss_type``, ``scale_rewards``, ``num_iterations``); until the library has them our worker
-prints a line with ``"status": "not yet supported"`` and the reason, and the summary has no ratio.
+``loss_type``, ``scale_rewards``, ``num_iterations``; TRL's names are aliases of our fields, listed
+in ``Config.TRL_NAMES``); a library without them makes our worker print a line with
+``"status": "not yet supported"`` and the reason, and the summary has no ratio.
 
 Usage::
 
@@ -60,7 +61,8 @@ def ours_config(estimator: str, lr: float, beta: float, mu: int):
     if estimator == "grpo":
         wanted.update(loss_type="dapo", scale_rewards="group", kl_estimator="k3")
     if dataclasses.is_dataclass(Config):
-        missing = sorted(set(wanted) - {f.name for f in dataclasses.fields(Config)})
+        known = {f.name for f in dataclasses.fields(Config)} | set(getattr(Config, "TRL_NAMES", {}))
+        missing = sorted(set(wanted) - known)
         if missing:
             raise harness.NotYetSupported(f"{name} has no field(s) {', '.join(missing)} yet (issue 16)")
     try:
@@ -89,7 +91,16 @@ def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: 
     policy = shared_setup.build_policy(tokenizer)
     reward = shared_setup.token_set_reward_model(shared_setup.GRPO_TOKEN_SET)
     rows_scored = []
-    reward.backbone.register_forward_hook(lambda _m, args, _out: rows_scored.append(int(args[0].shape[0])))
+    full_length = shared_setup.PROMPT_TOKENS + shared_setup.RESPONSE_TOKENS
+
+    def count_rows(_module, args, kwargs, _out):
+        # the backbone is called with keywords; rlhf_lab's one-row probe of how a classifier
+        # reads its sequence (reward_model.reads_last_token) is not a scoring batch
+        ids = args[0] if args else kwargs["input_ids"]
+        if ids.shape[1] == full_length:
+            rows_scored.append(int(ids.shape[0]))
+
+    reward.backbone.register_forward_hook(count_rows, with_kwargs=True)
     try:
         trainer = PPOTrainer(policy, tokenizer, reward, config)
     except (TypeError, ValueError, NotImplementedError) as e:

@@ -138,6 +138,58 @@ def _check_per_token(mask: Optional[Tensor], **tensors: Tensor) -> None:
         check_finite(name, x, m)
 
 
+def clipped_surrogate(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    clip_eps: float,
+    mask: Optional[Tensor] = None,
+    *,
+    clip_eps_high: Optional[float] = None,
+    validate: bool = True,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
+    r"""PPO's clipped surrogate per token, before any mean: ``(per_token_loss [B, T], stats)``.
+
+    .. math::
+        \rho_t = \exp(\log \pi_\theta(a_t) - \log \pi_{\theta_{\text{old}}}(a_t)), \qquad
+        \ell_t = \max\big(-\hat A_t \rho_t,\; -\hat A_t \operatorname{clip}(\rho_t,
+        1 - \epsilon, 1 + \epsilon_{\text{high}})\big)
+
+    with :math:`\epsilon_{\text{high}} = \epsilon` unless ``clip_eps_high`` is given (DAPO's
+    clip-higher, Yu et al. 2025: a larger upper bound lets unlikely tokens with a positive
+    advantage rise faster). Padded positions are 0. :func:`ppo_clip_loss` is its masked mean;
+    :func:`aggregate_loss` offers the other means of unit 6. ``stats`` and ``validate`` as in
+    :func:`ppo_clip_loss`.
+    """
+    if validate:
+        clip_eps = check_scalar("clip_eps", clip_eps, positive=True)
+        if clip_eps_high is not None:
+            clip_eps_high = check_scalar("clip_eps_high", clip_eps_high, positive=True)
+        _check_per_token(mask, logp=logp, old_logp=old_logp, advantages=advantages)
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    m = as_mask(mask, logp, validate=False)
+    old = old_logp.detach().to(logp.dtype)
+    a = zero_padding(advantages.detach().to(logp.dtype), m)
+    log_ratio = zero_padding(logp - old, m)
+    ratio = torch.exp(log_ratio)
+    unclipped = -a * ratio
+    clipped = -a * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
+    per_token = torch.maximum(unclipped, clipped)
+    with torch.no_grad():
+        new = logp.detach()
+        real = m != 0  # min/max through where (boolean indexing would sync the GPU)
+        inf = torch.full_like(ratio, float("inf"))
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), m, validate=False),
+            "approx_kl": masked_mean(kl_estimate(old, new, "k3", m, validate=False), m, validate=False),
+            "approx_kl_k1": masked_mean(kl_estimate(old, new, "k1", m, validate=False), m, validate=False),
+            "ratio_mean": masked_mean(ratio, m, validate=False),
+            "ratio_min": torch.where(real, ratio, inf).min(),
+            "ratio_max": torch.where(real, ratio, -inf).max(),
+        }
+    return per_token, {k: v.detach() for k, v in stats.items()}
+
+
 def ppo_clip_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -145,6 +197,7 @@ def ppo_clip_loss(
     clip_eps: float,
     mask: Optional[Tensor] = None,
     *,
+    clip_eps_high: Optional[float] = None,
     validate: bool = True,
 ) -> Tuple[Tensor, Dict[str, Tensor]]:
     r"""PPO's clipped surrogate as a loss (Schulman et al., 2017), to be **minimized**.
@@ -157,6 +210,8 @@ def ppo_clip_loss(
     Unit 5. At :math:`\rho = 1` (the first minibatch of an iteration) its gradient is the
     policy gradient of unit 3 normalized per token: :math:`-\operatorname{mean}_t \hat A_t
     \nabla \log \pi_\theta(a_t)`. ``old_logp`` and ``advantages`` are detached.
+    ``clip_eps_high`` sets a different upper bound :math:`1 + \epsilon_{\text{high}}` (DAPO's
+    clip-higher; see :func:`clipped_surrogate`, the per-token loss this is the masked mean of).
 
     ``validate=True`` checks shapes, the mask (0/1, at least one real token), ``clip_eps > 0`` and
     that the inputs are finite at real tokens, raising ``ValueError`` naming the argument; these
@@ -177,30 +232,119 @@ def ppo_clip_loss(
         - ``approx_kl_k1``: mean of :math:`-\log \rho` (the k1 estimator of the same KL);
         - ``ratio_mean``, ``ratio_min``, ``ratio_max``: of :math:`\rho` over real tokens.
     """
+    per_token, stats = clipped_surrogate(logp, old_logp, advantages, clip_eps, mask, clip_eps_high=clip_eps_high,
+                                         validate=validate)
+    return masked_mean(per_token, as_mask(mask, logp, validate=False), validate=False), stats
+
+
+def kl_penalty(
+    logp: Tensor,
+    ref_logp: Tensor,
+    kind: str = "k3",
+    mask: Optional[Tensor] = None,
+    *,
+    old_logp: Optional[Tensor] = None,
+    validate: bool = True,
+) -> Tensor:
+    r"""The KL term of a loss, per token: :math:`\hat k_t`, or :math:`\rho_t \hat k_t` (``[B, T]``).
+
+    The KL placed **in the loss** (GRPO, Shao et al. 2024): :math:`\beta\,\hat k_t` is added to
+    the per-token policy loss, with :math:`\hat k_t` one of the estimators of
+    :func:`rlhf_lab.divergence.kl_estimate` (with ``logp`` in the role of :math:`\pi_\theta`) and
+    the gradient flowing through ``logp`` while the sampled tokens stay fixed. What its gradient
+    estimates, on-policy (tokens drawn from :math:`\pi_\theta`; unit 6 derives each line, a test
+    checks it by enumerating a vocabulary):
+
+    ========  ===============================================  ==============================================
+    ``kind``  :math:`\mathbb{E}[\nabla \hat k]`                with ``old_logp`` (:math:`\rho\hat k`)
+    ========  ===============================================  ==============================================
+    k1        0: the term does nothing on average              :math:`\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})`
+    k2        :math:`\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})`  :math:`\nabla\mathbb{E}_{\pi_\theta}[k_2]` (not a KL)
+    k3        :math:`\nabla\mathrm{KL}(\pi_{ref}\|\pi_\theta)`  :math:`\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})`
+    ========  ===============================================  ==============================================
+
+    With ``old_logp`` (the sampling policy's log-probabilities) the estimate is weighted by the
+    importance ratio :math:`\rho_t = \pi_\theta / \pi_{\theta_{\text{old}}}` (its value is 1
+    on-policy, its gradient is not 0): the expectation is then taken under :math:`\pi_\theta`,
+    whose gradient is that of :math:`\mathbb{E}_{\pi_\theta}[\hat k]`, the reverse KL for the
+    unbiased k1 and k3. This is TRL's ``use_bias_correction_kl`` (DeepSeek-V3.2). The KL placed
+    **in the reward** instead (:func:`per_token_rewards`, no gradient through it) gives
+    :math:`\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})` with k1.
+
+    Returns:
+        ``[B, T]``, 0 at padded positions.
+    """
     if validate:
-        clip_eps = check_scalar("clip_eps", clip_eps, positive=True)
-        _check_per_token(mask, logp=logp, old_logp=old_logp, advantages=advantages)
+        _check_per_token(mask, logp=logp, ref_logp=ref_logp)
+        if old_logp is not None:
+            _check_per_token(mask, logp=logp, old_logp=old_logp)
     m = as_mask(mask, logp, validate=False)
-    old = old_logp.detach().to(logp.dtype)
-    a = zero_padding(advantages.detach().to(logp.dtype), m)
-    log_ratio = zero_padding(logp - old, m)
-    ratio = torch.exp(log_ratio)
-    unclipped = -a * ratio
-    clipped = -a * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), m, validate=False)
-    with torch.no_grad():
-        new = logp.detach()
-        real = m != 0  # min/max through where (boolean indexing would sync the GPU)
-        inf = torch.full_like(ratio, float("inf"))
-        stats = {
-            "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), m, validate=False),
-            "approx_kl": masked_mean(kl_estimate(old, new, "k3", m, validate=False), m, validate=False),
-            "approx_kl_k1": masked_mean(kl_estimate(old, new, "k1", m, validate=False), m, validate=False),
-            "ratio_mean": masked_mean(ratio, m, validate=False),
-            "ratio_min": torch.where(real, ratio, inf).min(),
-            "ratio_max": torch.where(real, ratio, -inf).max(),
-        }
-    return loss, {k: v.detach() for k, v in stats.items()}
+    k = kl_estimate(logp, ref_logp.detach(), kind, m, validate=validate)
+    if old_logp is None:
+        return k
+    ratio = torch.exp(zero_padding(logp - old_logp.detach().to(logp.dtype), m))
+    return ratio * k
+
+
+#: ``loss_type`` of :func:`aggregate_loss`, with TRL's names: the per-token weight each gives a
+#: token of response i (L_i real tokens, B responses).
+LOSS_TYPES = {
+    "grpo": "1 / (B L_i): a token mean per response, then the mean over responses (GRPO)",
+    "dapo": "1 / sum_j L_j: one token mean over the whole batch (DAPO)",
+    "bnpo": "1 / sum_j L_j: as dapo (TRL normalizes by the micro-batch's tokens; here by the batch's)",
+    "dr_grpo": "1 / (B L_max): a constant normalizer, L_max = max_length (Dr. GRPO)",
+}
+
+
+def aggregate_loss(per_token: Tensor, mask: Optional[Tensor], loss_type: str = "dapo",
+                   max_length: Optional[int] = None, *, validate: bool = True) -> Tensor:
+    r"""Reduce a per-token loss ``[B, T]`` to a scalar by one of unit 6's aggregations.
+
+    .. math::
+        \mathcal{L}_{\text{grpo}} = \frac1B\sum_i \frac{1}{L_i}\sum_t \ell_{i,t},\qquad
+        \mathcal{L}_{\text{dapo}} = \frac{\sum_{i,t} \ell_{i,t}}{\sum_i L_i},\qquad
+        \mathcal{L}_{\text{dr\_grpo}} = \frac{\sum_{i,t} \ell_{i,t}}{B\,L_{\max}}
+
+    (sums over real tokens, :math:`L_i` the real tokens of response i). A token of response i thus
+    weighs :math:`1/(B L_i)`, :math:`1/\sum_j L_j` or :math:`1/(B L_{\max})`: under ``"grpo"``
+    a token of a short response weighs more than one of a long response (the length bias of
+    Liu et al. 2025), ``"dapo"`` (Yu et al. 2025) and ``"dr_grpo"`` weigh every token alike.
+    ``"bnpo"`` is ``"dapo"`` here (see :data:`LOSS_TYPES`). ``max_length`` (:math:`L_{\max}`,
+    the largest response length the run allows, a constant) is needed by ``"dr_grpo"`` only.
+
+    :func:`micro_batch_share` gives the weights under which the losses of micro-batches add up
+    to the loss of their batch, for every ``loss_type``.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {tuple(LOSS_TYPES)}, got {loss_type!r}")
+    if validate:
+        _check_per_token(mask, per_token=per_token)
+        if loss_type == "grpo" and bool((as_mask(mask, per_token).sum(dim=-1) == 0).any()):
+            raise ValueError("mask has a row of all zeros: loss_type='grpo' averages over each response's tokens")
+        if loss_type == "dr_grpo":
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < per_token.shape[-1]:
+                raise ValueError(f"max_length must be an int >= the number of token columns ({per_token.shape[-1]}) "
+                                 f"for loss_type='dr_grpo', got {max_length!r}")
+    m = as_mask(mask, per_token, validate=False)
+    if loss_type in ("dapo", "bnpo"):
+        return masked_mean(per_token, m, validate=False)
+    total = zero_padding(per_token, m).sum(dim=-1)
+    if loss_type == "grpo":
+        return (total / m.sum(dim=-1)).mean()
+    return total.sum() / (per_token.shape[0] * max_length)
+
+
+def micro_batch_share(micro_mask: Tensor, batch_mask: Tensor, loss_type: str = "dapo") -> Tensor:
+    r"""The weight :math:`w_k` of a micro-batch's :func:`aggregate_loss` in its batch's:
+    :math:`\mathcal{L}(\text{batch}) = \sum_k w_k\,\mathcal{L}(\text{micro-batch}_k)` exactly, so
+    gradient accumulation equals one large batch. It is the micro-batch's share of the batch's
+    real tokens for the token means (``"dapo"``, ``"bnpo"``) and its share of the batch's
+    responses for the per-response normalizers (``"grpo"``, ``"dr_grpo"``). A 0-d tensor."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {tuple(LOSS_TYPES)}, got {loss_type!r}")
+    if loss_type in ("dapo", "bnpo"):
+        return micro_mask.sum() / batch_mask.sum()
+    return torch.tensor(micro_mask.shape[0] / batch_mask.shape[0], dtype=micro_mask.dtype, device=micro_mask.device)
 
 
 def value_loss(
@@ -281,35 +425,64 @@ def a2c_loss(logp: Tensor, values: Tensor, returns: Tensor, mask: Optional[Tenso
     return loss, stats
 
 
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+
+
 def dpo_loss(
     logp_chosen: Tensor,
     logp_rejected: Tensor,
     ref_logp_chosen: Tensor,
     ref_logp_rejected: Tensor,
     beta: float,
+    *,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
 ) -> Tensor:
     r"""Direct Preference Optimization loss on sequence log-probabilities (unit 4's outlook).
 
     The KL-regularized optimum implies the reward :math:`r = \beta\log\frac{\pi^*}{\pi_{\mathrm{ref}}}
     + \beta\log Z(x)`; in a Bradley-Terry preference :math:`\sigma(r(y_w) - r(y_l))` the
-    :math:`\log Z` cancels, so the policy itself can be fitted to preference pairs:
+    :math:`\log Z` cancels, so the policy itself can be fitted to preference pairs
+    (Rafailov et al. 2023). With the log-ratio margin
+    :math:`h = (\log\pi_\theta - \log\pi_{\mathrm{ref}})(y_w) - (\log\pi_\theta - \log\pi_{\mathrm{ref}})(y_l)`:
 
     .. math::
-        \mathcal{L}_{\mathrm{DPO}} = -\operatorname{mean}\log\sigma\Big(\beta\big[
-        (\log\pi_\theta - \log\pi_{\mathrm{ref}})(y_w) - (\log\pi_\theta - \log\pi_{\mathrm{ref}})(y_l)
-        \big]\Big)
+        \mathcal{L}_{\mathrm{DPO}} = -\operatorname{mean}\big[(1 - \varepsilon)\log\sigma(\beta h)
+        + \varepsilon\log\sigma(-\beta h)\big], \qquad
+        \mathcal{L}_{\mathrm{IPO}} = \operatorname{mean}\Big(h - \frac{1}{2\beta}\Big)^2
+
+    ``loss_type="sigmoid"`` (the default) is DPO; ``label_smoothing`` :math:`\varepsilon \in
+    [0, 0.5)` is conservative DPO (cDPO, Mitchell 2023: each label is taken to be flipped with
+    probability :math:`\varepsilon`; 0 is plain DPO). ``loss_type="ipo"`` is IPO (Azar et al.
+    2024): a squared loss that pulls :math:`h` to :math:`1/(2\beta)` instead of pushing it to
+    infinity (pass length-normalized log-probabilities, as TRL and the IPO authors do; see
+    :mod:`rlhf_lab.dpo`). Names as in TRL's ``DPOConfig``.
 
     Every argument is ``[B]``: the log-probability of each pair's preferred (``chosen``, y_w) and
     dispreferred (``rejected``, y_l) response, e.g. ``sequence_logprobs(...).sum(-1)``.
     ``beta`` must be > 0. Returns a 0-d tensor (gradients flow through the policy's terms only).
+    At :math:`\pi_\theta = \pi_{\mathrm{ref}}` the DPO loss is :math:`\log 2` for any
+    :math:`\varepsilon`.
     """
     check_same_shape(logp_chosen=logp_chosen, logp_rejected=logp_rejected,
                      ref_logp_chosen=ref_logp_chosen, ref_logp_rejected=ref_logp_rejected)
     if logp_chosen.dim() != 1:
         raise ValueError(f"logp_chosen must be [B] (one log-probability per pair), got {tuple(logp_chosen.shape)}")
     b = check_scalar("beta", beta, positive=True)
+    eps = check_scalar("label_smoothing", label_smoothing, nonnegative=True)
+    if not eps < 0.5:
+        raise ValueError(f"label_smoothing must lie in [0, 0.5) (0.5 would make the labels pure noise), got {eps}")
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
+    if loss_type == "ipo" and eps:
+        raise ValueError("label_smoothing applies to loss_type='sigmoid' (cDPO); IPO has no labels to smooth")
     for name, x in (("logp_chosen", logp_chosen), ("logp_rejected", logp_rejected),
                     ("ref_logp_chosen", ref_logp_chosen), ("ref_logp_rejected", ref_logp_rejected)):
         check_finite(name, x)
     margin = (logp_chosen - ref_logp_chosen.detach()) - (logp_rejected - ref_logp_rejected.detach())
-    return -torch.nn.functional.logsigmoid(b * margin).mean()
+    if loss_type == "ipo":
+        return ((margin - 1 / (2 * b)) ** 2).mean()
+    logsigmoid = torch.nn.functional.logsigmoid
+    if eps == 0:
+        return -logsigmoid(b * margin).mean()
+    return -((1 - eps) * logsigmoid(b * margin) + eps * logsigmoid(-b * margin)).mean()

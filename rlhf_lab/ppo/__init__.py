@@ -6,6 +6,8 @@
     trainer = PPOTrainer(policy, tokenizer, reward, PPOConfig(batch_size=16, kl_coef=0.05))
     metrics = trainer.train(prompts, iterations=50)     # one dict per iteration
     trainer.save("run.pt"); trainer = PPOTrainer.load("run.pt", policy, tokenizer, reward)
+    # unit 6: the same trainer without a critic (GRPO, RLOO, Dr. GRPO, REINFORCE++)
+    trainer = PPOTrainer(policy, tokenizer, reward, GRPOConfig(batch_size=32, num_generations=8, beta=0.04))
 
 Modules: ``config`` (the dataclass, one docstring per field), ``trainer`` (the iteration, as the
 numbered steps of its algorithm box), ``rollout`` (sampling with the KV cache), ``modeling``
@@ -14,7 +16,7 @@ namespaces), ``checkpoint`` (atomic files, random states), ``rewards`` (toy rewa
 ``__main__`` (the ``rlhf-ppo`` command line).
 """
 
-from .config import PPOConfig
+from .config import GRPOConfig, PPOConfig, RLOOConfig
 from .trainer import PPOTrainer
 
-__all__ = ["PPOConfig", "PPOTrainer"]
+__all__ = ["GRPOConfig", "PPOConfig", "PPOTrainer", "RLOOConfig"]

@@ -25,12 +25,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..advantages import gae, whiten
+from ..advantages import gae, grpo_advantages, reinforce_pp_advantages, rloo_advantages, tied_groups, whiten
 from ..divergence import sequence_log_ratio
 from ..kl_control import AdaptiveKLController, FixedKLController
 from ..logprobs import LOW_PRECISION, entropy_from_logits, left_pad, response_logits, token_logprobs
 from ..masked import masked_mean
-from ..objectives import per_token_rewards, ppo_clip_loss, value_loss
+from ..objectives import aggregate_loss, clipped_surrogate, kl_penalty, micro_batch_share, per_token_rewards, value_loss
 from ..reward_model import score_with_model
 from ..utils import resolve_device
 from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
@@ -58,7 +58,9 @@ CHECKPOINT_FORMAT = "rlhf_lab.ppo/1"
 class PPOBatch:
     """What the PPO update reads, one row per response: the rollout's layout (``input_ids`` and
     ``attention_mask`` ``[B, P + T]``, ``responses`` and ``mask`` ``[B, T]``) and the constants of
-    the update (``old_logprobs``, ``old_values``, ``advantages``, ``returns``: ``[B, T]``)."""
+    the update (``old_logprobs``, ``old_values``, ``advantages``, ``returns``: ``[B, T]``; without a
+    critic ``old_values`` and ``returns`` are zeros). With the KL in the loss, ``ref_logprobs``
+    ``[B, T]`` and the ``kl_coef`` :math:`\\beta` of the iteration."""
 
     input_ids: Tensor
     attention_mask: Tensor
@@ -69,11 +71,16 @@ class PPOBatch:
     old_values: Tensor
     advantages: Tensor
     returns: Tensor
+    ref_logprobs: Optional[Tensor] = None
+    kl_coef: float = 0.0
 
     def rows(self, index: Tensor) -> "PPOBatch":
         """The responses ``index`` (a minibatch or a micro-batch)."""
-        return PPOBatch(**{f.name: getattr(self, f.name) if f.name == "response_start" else getattr(self, f.name)[index]
-                           for f in dataclasses.fields(self)})
+        return PPOBatch(**{f.name: _take_rows(getattr(self, f.name), index) for f in dataclasses.fields(self)})
+
+
+def _take_rows(value, index: Tensor):
+    return value[index] if isinstance(value, Tensor) else value
 
 
 class PPOTrainer:
@@ -89,12 +96,16 @@ class PPOTrainer:
        for a response that never stopped;
     4. **reference log-probabilities** :math:`\log\pi_{\text{ref}}(y_t \mid s_t)`;
     5. **per-token rewards** :math:`r_t = -\beta\hat k_t + [t = \text{last}]\, r`
-       (:func:`rlhf_lab.objectives.per_token_rewards`);
-    6. **advantages and returns** by GAE(:math:`\gamma, \lambda`), advantages whitened
-       (:func:`rlhf_lab.advantages.gae`, :func:`rlhf_lab.advantages.whiten`);
+       (:func:`rlhf_lab.objectives.per_token_rewards`; the score alone with ``kl_placement="loss"``);
+    6. **advantages** by ``advantage_estimator``: GAE(:math:`\gamma, \lambda`) with the critic's
+       values and returns (:func:`rlhf_lab.advantages.gae`), or without a critic the group baselines
+       (:func:`~rlhf_lab.advantages.rloo_advantages`, :func:`~rlhf_lab.advantages.grpo_advantages`)
+       or REINFORCE++'s returns; whitened when ``whiten_advantages`` (:func:`rlhf_lab.advantages.whiten`);
     7. **PPO update**: ``num_ppo_epochs`` passes of minibatch steps on
-       :math:`L = L^{\text{clip}} + c_V L^V - c_H H` (:func:`rlhf_lab.objectives.ppo_clip_loss`,
-       :func:`rlhf_lab.objectives.value_loss`);
+       :math:`L = L^{\text{clip}} [+ \beta L^{KL}] + c_V L^V - c_H H`, the per-token losses reduced
+       by ``loss_type`` (:func:`rlhf_lab.objectives.clipped_surrogate`,
+       :func:`~rlhf_lab.objectives.kl_penalty`, :func:`~rlhf_lab.objectives.aggregate_loss`,
+       :func:`rlhf_lab.objectives.value_loss` with a critic);
     8. **metrics**, then the :math:`\beta` update (:mod:`rlhf_lab.kl_control`).
 
     Args:
@@ -190,10 +201,16 @@ class PPOTrainer:
 
     def _setup_value_function(self, value_model, reward) -> None:
         """A value head on the policy's trunk (``"shared"``) or a separate value model, in the
-        dtype of the trunk it reads."""
+        dtype of the trunk it reads; none at all for a critic-free ``advantage_estimator`` (the
+        memory that dropping the critic saves)."""
         self.value_head: Optional[nn.Module] = None
         self.value_model: Optional[ValueModel] = None
         policy_dtype = parameter_dtype(self.policy)
+        if not self.config.needs_critic:
+            if value_model is not None:
+                raise ValueError(f"value_model is given but advantage_estimator={self.config.advantage_estimator!r} "
+                                 "uses no critic: leave value_model=None (or use advantage_estimator='gae')")
+            return
         if value_model is not None:
             # a critic initialized from the reward model or the reference is trained as a copy
             copy_model = _shares_parameters(value_model, reward) or _shares_parameters(value_model, self.ref_policy)
@@ -251,8 +268,9 @@ class PPOTrainer:
                 "policy has no parameter with requires_grad=True: PPO would train nothing "
                 "(was it frozen, e.g. a copy of a model used as a reference?)"
             )
-        value_params = (self.value_head or self.value_model).parameters()
-        self._trainable += [p for p in value_params if p.requires_grad]
+        value_module = self._value_module()
+        if value_module is not None:
+            self._trainable += [p for p in value_module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self._trainable, lr=cfg.learning_rate, eps=cfg.adam_eps,
                                            weight_decay=cfg.weight_decay, foreach=True)
         # with no clipping the norm is still measured (an infinite bound scales by 1)
@@ -304,11 +322,13 @@ class PPOTrainer:
 
     def _policy_and_values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int):
         """Response-aligned logits ``[B, T, V]`` and values ``[B, T]`` (float32) in one policy
-        forward (shared head) or a policy and a value-model forward."""
+        forward (shared head) or a policy and a value-model forward; values ``None`` without a critic."""
         shared = self.value_head is not None
         logits, hidden = policy_forward(self._parts, input_ids, attention_mask, response_start, want_hidden=shared)
         if shared:
             return logits, self.value_head(hidden).squeeze(-1).float()
+        if self.value_model is None:
+            return logits, None
         return logits, self.value_model(input_ids, attention_mask, response_start)
 
     def _values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:
@@ -353,15 +373,17 @@ class PPOTrainer:
             self._fingerprint, self._order, self._pos = fingerprint, [], 0
 
     def _next_indices(self, n: int) -> List[int]:
-        """The next ``batch_size`` prompt indices: passes over a fresh shuffle of all prompts."""
-        out = []
-        while len(out) < self.config.batch_size:
+        """The next ``batch_size`` prompt indices: ``batch_size / num_generations`` prompts drawn in
+        passes over a fresh shuffle of all prompts, each repeated ``num_generations`` times in a
+        row (one group per prompt)."""
+        out, group = [], self.config.num_generations
+        while len(out) < self.config.batch_size // group:
             if self._pos >= len(self._order):
                 self._order = torch.randperm(n, generator=self._shuffle_gen).tolist()
                 self._pos = 0
             out.append(self._order[self._pos])
             self._pos += 1
-        return out
+        return [i for i in out for _ in range(group)]
 
     def decode(self, responses: Tensor, lengths: Sequence[int]) -> List[str]:
         rows = [r[:n] for r, n in zip(responses.tolist(), lengths)]
@@ -369,7 +391,8 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ one iteration
     def step(self, prompts: Sequence[str], prompt_ids: Optional[List[List[int]]] = None) -> Metrics:
-        """One PPO iteration on ``prompts`` (one response each): step 1, :meth:`rollout`, then
+        """One PPO iteration on ``prompts`` (one response each; with ``num_generations`` G > 1 the
+        prompts come in groups of G equal ones in a row, as :meth:`train` draws them): step 1, :meth:`rollout`, then
         steps 2 to 8, :meth:`learn`. Returns the iteration's metrics (see
         :data:`rlhf_lab.ppo.metrics.DESCRIPTIONS`)."""
         if prompt_ids is None:
@@ -395,7 +418,7 @@ class PPOTrainer:
 
     def learn(self, rollout: Rollout, prompts: List[str], t_start: Optional[float] = None) -> Metrics:
         """Steps 2 to 8 of the iteration on a sampled rollout (see the class docstring)."""
-        cfg, mask = self.config, rollout.mask
+        mask = rollout.mask
         timer = _PhaseTimer(t_start)
         self._set_eval()
         with self._fused_activations():
@@ -407,21 +430,17 @@ class PPOTrainer:
                 eos_adjusted_scores = self._minus_missing_eos_penalty(scores, rollout.ended)
                 # 4. log-probabilities under the frozen reference
                 ref_logprobs = self._ref_logprobs(rollout)
-                # 5. per-token rewards: -beta * k_t at every token, the score at the last one
+                # 5. per-token rewards: -beta * k_t at every token (the KL in the reward), the score at the last one
                 beta = self.kl_ctl.value
-                rewards = per_token_rewards(eos_adjusted_scores, old_logprobs, ref_logprobs, beta, mask,
-                                            kl=cfg.kl_estimator)
-                # 6. advantages and returns by GAE, whitened over the batch's real tokens
+                rewards = self._per_token_rewards(eos_adjusted_scores, old_logprobs, ref_logprobs, beta, mask)
+                # 6. advantages (and returns) by GAE or a critic-free estimator, whitened over the batch's real tokens
                 whitened = _has_variance(mask)
-                shaped_rewards = whiten(rewards, mask, shift_mean=False) if cfg.whiten_rewards and whitened else rewards
-                advantages, returns = gae(shaped_rewards, old_values, cfg.gamma, cfg.lam, mask)
-                if cfg.whiten_advantages and whitened:
-                    advantages = whiten(advantages, mask)
+                advantages, returns = self._advantages(rewards, old_values, mask, whitened)
             timer.lap("score")
-            # 7. PPO update: num_ppo_epochs passes of minibatch steps on L = L^clip + c_V L^V - c_H H
+            # 7. PPO update: num_ppo_epochs passes of minibatch steps on L = L^clip + c_V L^V - c_H H (+ beta KL)
             batch = PPOBatch(rollout.input_ids, rollout.attention_mask, rollout.response_start, rollout.responses,
-                             mask, old_logprobs, old_values, advantages, returns)
-            update_stats = self._update(batch)
+                             mask, old_logprobs, old_values, advantages, returns, ref_logprobs, beta)
+            update_stats = self._update(self._rows_that_teach(batch, eos_adjusted_scores))
             timer.lap("update")
         # 8. metrics, then the beta update
         metrics = self._metrics(rollout, timer, update_stats, scores=scores, rewards=rewards, beta=beta,
@@ -431,47 +450,111 @@ class PPOTrainer:
         self._record(metrics)
         return metrics
 
+    # ------------------------------------------------------------------ steps 5 and 6 (unit 6: the estimators)
+    def _per_token_rewards(self, scores: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor, beta: float,
+                           mask: Tensor) -> Tensor:
+        """Step 5: :math:`r_t = -\\beta\\hat k_t + [t = \\text{last}]\\,r`; with the KL in the loss,
+        the score alone (:math:`\\beta` then weighs the KL term of step 7)."""
+        cfg = self.config
+        if cfg.kl_placement == "loss":
+            return per_token_rewards(scores, old_logprobs, ref_logprobs, 0.0, mask)
+        return per_token_rewards(scores, old_logprobs, ref_logprobs, beta, mask, kl=cfg.kl_estimator)
+
+    def _advantages(self, rewards: Tensor, old_values: Tensor, mask: Tensor, whitened: bool):
+        """Step 6: ``(advantages, returns)`` ``[B, T]``. GAE with the critic's values; without a
+        critic, the estimator's advantage of each response's summed reward given to every one of its
+        tokens (``"rloo"``, ``"grpo"``, ``"dr_grpo"``), or REINFORCE++'s whitened returns; returns
+        are then zeros (no value loss reads them)."""
+        cfg, estimator = self.config, self.config.advantage_estimator
+        if estimator == "gae":
+            shaped = whiten(rewards, mask, shift_mean=False) if cfg.whiten_rewards and whitened else rewards
+            advantages, returns = gae(shaped, old_values, cfg.gamma, cfg.lam, mask)
+        elif estimator == "reinforce_pp":
+            advantages, returns = reinforce_pp_advantages(rewards, mask, cfg.gamma, normalize=False), old_values
+        else:
+            # a response's rewards add up to its score minus beta times its summed KL (with the KL in the reward)
+            response_rewards = (rewards * mask).sum(dim=1)
+            if estimator == "rloo":
+                per_response = rloo_advantages(response_rewards, cfg.num_generations)
+            else:
+                per_response = grpo_advantages(response_rewards, cfg.num_generations, scale=cfg.group_scale)
+            advantages, returns = per_response[:, None] * mask, old_values
+        if cfg.whiten_advantages and whitened:
+            advantages = whiten(advantages, mask)
+        return advantages, returns
+
+    def _rows_that_teach(self, batch: PPOBatch, scores: Tensor) -> PPOBatch:
+        """``dynamic_sampling``: the batch without the groups whose scores all tie (DAPO); a batch
+        in which every group ties is kept whole (its advantages are 0: the update only moves the
+        KL term)."""
+        if not self.config.dynamic_sampling:
+            return batch
+        keep = ~tied_groups(scores, self.config.num_generations)
+        if bool(keep.all()) or not bool(keep.any()):
+            return batch
+        return batch.rows(keep.nonzero().squeeze(1))
+
     def _update(self, batch: PPOBatch) -> Dict[str, float]:
         """7. ``num_ppo_epochs`` passes over the batch in minibatches, one optimizer step each. A
-        minibatch's gradient adds up its micro-batches' gradients, each loss weighted by its share
-        of the minibatch's real tokens, so accumulation equals one large minibatch exactly."""
+        minibatch's gradient adds up its micro-batches' gradients, each policy loss weighted by its
+        share under ``loss_type`` (:func:`rlhf_lab.objectives.micro_batch_share`; the share of the
+        minibatch's real tokens for ``"dapo"``) and the token means (value loss, entropy) by the
+        share of real tokens, so accumulation equals one large minibatch exactly."""
         cfg = self.config
         means = _StepMeans()
         for _epoch in range(cfg.num_ppo_epochs):
             order = torch.randperm(batch.mask.shape[0], generator=self._shuffle_gen).to(self.device)
             for minibatch in order.split(cfg.mini_batch_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                minibatch_tokens = batch.mask[minibatch].sum()
+                minibatch_mask = batch.mask[minibatch]
                 for micro_batch in minibatch.split(cfg.micro_batch_size):
-                    loss, stats = self._loss(batch.rows(micro_batch))
-                    weight = batch.mask[micro_batch].sum() / minibatch_tokens
-                    self.scaler.scale(loss * weight).backward()
-                    means.add(stats, weight)
+                    micro = batch.rows(micro_batch)
+                    share = micro_batch_share(micro.mask, minibatch_mask, cfg.loss_type)
+                    token_share = micro.mask.sum() / minibatch_mask.sum()
+                    loss, stats = self._loss(micro, token_means_weight=token_share / share)
+                    self.scaler.scale(loss * share).backward()
+                    means.add(stats, token_share)
                 means.add_step(self._optimizer_step())
         self.optimizer.zero_grad(set_to_none=True)
         return means.read(check_finite=not self.scaler.is_enabled())
 
-    def _loss(self, batch: PPOBatch):
-        """The loss of one micro-batch, :math:`L = L^{clip} + c_V L^V - c_H H`, and its statistics.
-        The inputs were checked once at the trainer's boundary: no check here waits for the device."""
+    def _loss(self, batch: PPOBatch, token_means_weight: Union[float, Tensor] = 1.0):
+        """The loss of one micro-batch, :math:`L = L^{clip} [+ \\beta L^{KL}] + c_V L^V - c_H H`, and its
+        statistics: the clipped surrogate (and the KL term, with ``kl_placement="loss"``) per
+        token, reduced by ``loss_type``; the value loss (with a critic) and the entropy bonus are
+        token means, weighted by ``token_means_weight`` (their micro-batch share over the policy
+        loss's, 1 for ``"dapo"``). The inputs were checked once at the trainer's boundary: no check
+        here waits for the device."""
         cfg = self.config
         with self._autocast():
             logits, values = self._policy_and_values(batch.input_ids, batch.attention_mask, batch.response_start)
         logprobs = token_logprobs(logits, batch.responses, cfg.temperature, validate=False)
-        pg_loss, pg_stats = ppo_clip_loss(logprobs, batch.old_logprobs, batch.advantages, cfg.cliprange, batch.mask,
-                                          validate=False)
-        vf_loss, vf_stats = value_loss(values, batch.old_values, batch.returns, cfg.cliprange_value, batch.mask,
-                                       validate=False)
-        loss = pg_loss + cfg.vf_coef * vf_loss
-        stats = {"loss/policy": pg_loss, "loss/value": vf_loss, "policy/clipfrac": pg_stats["clipfrac"],
-                 "policy/approxkl": pg_stats["approx_kl"], "val/ratio": pg_stats["ratio_mean"],
-                 "val/clipfrac": vf_stats["clipfrac"]}
+        per_token, pg_stats = clipped_surrogate(logprobs, batch.old_logprobs, batch.advantages, cfg.cliprange,
+                                                batch.mask, clip_eps_high=cfg.cliprange_high, validate=False)
+        loss = pg_loss = self._aggregate(per_token, batch.mask)
+        stats = {"loss/policy": pg_loss, "policy/clipfrac": pg_stats["clipfrac"],
+                 "policy/approxkl": pg_stats["approx_kl"], "val/ratio": pg_stats["ratio_mean"]}
+        if cfg.kl_placement == "loss":
+            old_logprobs = batch.old_logprobs if cfg.use_bias_correction_kl else None
+            kl_loss = self._aggregate(kl_penalty(logprobs, batch.ref_logprobs, cfg.kl_estimator, batch.mask,
+                                                 old_logp=old_logprobs, validate=False), batch.mask)
+            loss = loss + batch.kl_coef * kl_loss
+            stats["loss/kl"] = kl_loss
+        if values is not None:
+            vf_loss, vf_stats = value_loss(values, batch.old_values, batch.returns, cfg.cliprange_value, batch.mask,
+                                           validate=False)
+            loss = loss + token_means_weight * (cfg.vf_coef * vf_loss)
+            stats.update({"loss/value": vf_loss, "val/clipfrac": vf_stats["clipfrac"]})
         if cfg.ent_coef > 0:
             entropy = masked_mean(entropy_from_logits(logits, cfg.temperature), batch.mask, validate=False)
-            loss = loss - cfg.ent_coef * entropy
+            loss = loss - token_means_weight * (cfg.ent_coef * entropy)
             stats["loss/entropy"] = entropy
         stats["loss/total"] = loss
         return loss, {name: value.detach() for name, value in stats.items()}
+
+    def _aggregate(self, per_token: Tensor, mask: Tensor) -> Tensor:
+        """A per-token loss reduced by ``loss_type`` (``"dr_grpo"`` divides by ``response_length``)."""
+        return aggregate_loss(per_token, mask, self.config.loss_type, self.config.response_length, validate=False)
 
     def _optimizer_step(self) -> Tensor:
         """Unscale (float16), clip the global gradient norm, step; returns the norm before clipping."""
@@ -493,8 +576,10 @@ class PPOTrainer:
                 logits, values = self._policy_and_values(rollout.input_ids, rollout.attention_mask,
                                                          rollout.response_start)
                 logprobs = token_logprobs(logits, rollout.responses, temperature) * mask
-            elif values is None:
+            elif values is None and self._value_module() is not None:
                 values = self._values(rollout.input_ids, rollout.attention_mask, rollout.response_start)
+        if values is None:  # no critic: nothing reads the values
+            return logprobs, torch.zeros_like(mask)
         return logprobs, values.float() * mask
 
     def _score(self, prompts: List[str], rollout: Rollout) -> Tensor:
@@ -555,7 +640,7 @@ class PPOTrainer:
             "objective/rlhf_reward": float(rlhf_reward.mean()),
             "policy/entropy": float(masked_mean(rollout.entropy, mask)),
             **update_stats,
-            "val/explained_variance": _explained_variance(old_values, returns, mask),
+            **self._critic_metrics(old_values, returns, mask),
             "completions/mean_length": n_tokens / batch_size,
             "completions/eos_fraction": float(rollout.ended.float().mean()),
             "time/episodes_per_second": batch_size / timer.total,
@@ -565,7 +650,15 @@ class PPOTrainer:
         })
         if self.config.whiten_advantages or self.config.whiten_rewards:
             metrics["val/whitened"] = float(whitened)
+        if self.config.num_generations > 1:
+            tied = tied_groups(eos_adjusted_scores, self.config.num_generations)
+            metrics["objective/frac_reward_zero_std"] = float(tied.float().mean())
         return metrics
+
+    def _critic_metrics(self, old_values: Tensor, returns: Tensor, mask: Tensor) -> Dict[str, float]:
+        if not self.config.needs_critic:
+            return {}
+        return {"val/explained_variance": _explained_variance(old_values, returns, mask)}
 
     def _record(self, metrics: Metrics) -> None:
         self.iteration += 1
@@ -623,7 +716,7 @@ class PPOTrainer:
             "iteration": self.iteration,
             "history": [dict(m) for m in self.history],
             "policy": self.policy.state_dict(),
-            "value": self._value_module().state_dict(),
+            "value": self._value_module().state_dict() if self._value_module() is not None else None,
             "value_kind": self._value_kind(),
             "ref": self.ref_policy.state_dict() if self._owns_ref else None,
             "optimizer": self.optimizer.state_dict(),
@@ -633,10 +726,12 @@ class PPOTrainer:
             "rng": capture_rng_state(sample=self._sample_gen, shuffle=self._shuffle_gen),
         }
 
-    def _value_module(self) -> nn.Module:
+    def _value_module(self) -> Optional[nn.Module]:
         return self.value_head if self.value_head is not None else self.value_model
 
     def _value_kind(self) -> str:
+        if self._value_module() is None:
+            return "none"
         return "head" if self.value_head is not None else "model"
 
     def save(self, path) -> Path:
@@ -652,7 +747,8 @@ class PPOTrainer:
         parameter names and shapes) before anything is changed."""
         self._check_state(state)
         self.policy.load_state_dict(state["policy"])
-        self._value_module().load_state_dict(state["value"])
+        if self._value_module() is not None:
+            self._value_module().load_state_dict(state["value"])
         if state["ref"] is not None:
             self.ref_policy.load_state_dict(state["ref"])
         self.optimizer.load_state_dict(state["optimizer"])
