@@ -43,3 +43,25 @@ def test_report_to_is_checked():
     with pytest.raises(ValueError, match="report_to"):
         PPOConfig(report_to=["tensorboard", 3])
     assert PPOConfig(report_to=["tensorboard", "wandb"]).report_targets == ("tensorboard", "wandb")
+
+
+def test_wandb_offline_run_holds_the_metrics(tmp_path, monkeypatch):
+    """W&B in offline mode (no network): the run is written under ``log_dir``; its record file (a
+    binary log W&B syncs later) names every metric, and the checkpoint keeps the run's id so that a
+    resumed trainer continues the same run."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tok = word_tokenizer()
+    config = PPOConfig(batch_size=4, num_mini_batches=1, response_length=4, progress=False, device="cpu",
+                       log_dir=str(tmp_path), report_to="wandb", run_name="test")
+    trainer = PPOTrainer(tiny_causal_lm(tok, n_layer=1, n_embd=16, n_head=2), tok, TargetWordReward("good"), config)
+    trainer.train(["hello", "the cat is", "i see a", "good morning"], 1)
+    run_id = trainer.reporter.run_id
+    (records,) = tmp_path.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
+    data = records.read_bytes()
+    assert all(key.encode() in data for key in ("objective/kl", "objective/scores", "loss/policy"))
+    trainer.save(tmp_path / "ck.pt")
+    resumed = PPOTrainer.load(tmp_path / "ck.pt", tiny_causal_lm(tok, n_layer=1, n_embd=16, n_head=2), tok,
+                              TargetWordReward("good"))
+    assert resumed.reporter.run_id == run_id

@@ -51,10 +51,10 @@ class Reporter:
         if name == "wandb":
             import wandb
 
-            if self.run_id is None:
-                self.run_id = wandb.util.generate_id()
-            return wandb.init(id=self.run_id, resume="allow", name=self.run_name, config=self.config,
-                              dir=self.log_dir, reinit="create_new")
+            run = wandb.init(id=self.run_id, resume="allow", name=self.run_name, config=self.config,
+                             dir=self.log_dir, reinit="create_new")
+            self.run_id = run.id  # W&B made it on the first start; a later start continues that run
+            return run
         import trackio
 
         return trackio.init(project=os.environ.get("TRACKIO_PROJECT", "rlhf_lab"), name=self.run_name,
