@@ -490,15 +490,18 @@ class PPOTrainer:
                                           ("entropy", 0.0), ("values", 0.0)) if getattr(rollout, name) is not None})
         return dataclasses.replace(rollout, **padded)
 
-    def _gather(self, rollout: Rollout, *tensors: Tensor):
-        """(several ranks) every rank's rows of ``rollout`` and of ``tensors``, in rank order."""
+    def _whole_batch(self, rollout: Rollout, *tensors: Tensor):
+        """``rollout`` and ``tensors`` as they are in one process; on several ranks every rank's rows
+        of them, in rank order (the batch a one-process run holds)."""
+        if self._dp is None:
+            return (rollout, *tensors)
         fields = {f.name: self._dp.gather_rows(getattr(rollout, f.name)) for f in dataclasses.fields(rollout)
                   if isinstance(getattr(rollout, f.name), torch.Tensor)}
         return (dataclasses.replace(rollout, **fields), *(self._dp.gather_rows(t) for t in tensors))
 
     def learn(self, rollout: Rollout, prompts: List[str], t_start: Optional[float] = None) -> Metrics:
         """Steps 2 to 8 of the iteration on a sampled rollout (see the class docstring)."""
-        cfg, mask = self.config, rollout.mask
+        cfg = self.config
         timer = _PhaseTimer(t_start)
         self._set_eval()
         with self._fused_activations():
@@ -510,12 +513,11 @@ class PPOTrainer:
                 eos_adjusted_scores = self._minus_missing_eos_penalty(scores, rollout.ended)
                 # 4. log-probabilities under the frozen reference
                 ref_logprobs = self._ref_logprobs(rollout)
-                if self._dp is not None:  # every rank's rows: steps 5 to 8 see the whole batch
-                    rollout, old_logprobs, old_values, scores, eos_adjusted_scores, ref_logprobs = self._gather(
-                        rollout, old_logprobs, old_values, scores, eos_adjusted_scores, ref_logprobs)
-                    mask = rollout.mask
+                # (several ranks: every rank's rows, so that steps 5 to 8 see the whole batch)
+                rollout, old_logprobs, old_values, scores, eos_adjusted_scores, ref_logprobs = self._whole_batch(
+                    rollout, old_logprobs, old_values, scores, eos_adjusted_scores, ref_logprobs)
                 # 5. per-token rewards: -beta * k_t at every token, the score at the last one
-                beta = self.kl_ctl.value
+                beta, mask = self.kl_ctl.value, rollout.mask
                 rewards = per_token_rewards(eos_adjusted_scores, old_logprobs, ref_logprobs, beta, mask,
                                             kl=cfg.kl_estimator)
                 # 6. advantages and returns by GAE, whitened over the batch's real tokens
@@ -544,32 +546,39 @@ class PPOTrainer:
         of the minibatch's real tokens, so accumulation equals one large minibatch exactly."""
         cfg = self.config
         means = _StepMeans()
-        # several ranks: each takes its equal share of every minibatch; DDP averages their gradients
-        world, rank = (self._dp.world_size, self._dp.rank) if self._dp is not None else (1, 0)
-        with checkpointing_active(self.policy, self.value_model):
-            for _epoch in range(cfg.num_ppo_epochs):
-                order = torch.randperm(batch.mask.shape[0], generator=self._shuffle_gen).to(self.device)
-                for minibatch in order.split(cfg.mini_batch_size):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    minibatch_tokens = batch.mask[minibatch].sum()
-                    micro_batches = minibatch.tensor_split(world)[rank].split(cfg.micro_batch_size // world)
-                    for i, micro_batch in enumerate(micro_batches):
-                        with self._gradient_sync(last=i == len(micro_batches) - 1):
-                            loss, stats = self._loss(batch.rows(micro_batch))
-                            weight = batch.mask[micro_batch].sum() / minibatch_tokens
-                            self.scaler.scale(loss * (weight * world)).backward()
-                        means.add(stats, weight)
-                    means.add_step(self._optimizer_step())
+        world = self._dp.world_size if self._dp is not None else 1
+        for _epoch in range(cfg.num_ppo_epochs):
+            order = torch.randperm(batch.mask.shape[0], generator=self._shuffle_gen).to(self.device)
+            for minibatch in order.split(cfg.mini_batch_size):
+                self.optimizer.zero_grad(set_to_none=True)
+                minibatch_tokens = batch.mask[minibatch].sum()
+                micro_batches = self._rank_share(minibatch).split(cfg.micro_batch_size // world)
+                for i, micro_batch in enumerate(micro_batches):
+                    stats, weight = self._backward(batch, micro_batch, minibatch_tokens, last=i == len(micro_batches) - 1)
+                    means.add(stats, weight)
+                means.add_step(self._optimizer_step())
         self.optimizer.zero_grad(set_to_none=True)
         if self._dp is not None:
             means.sum_over_ranks(self._dp)
         return means.read(check_finite=not self.scaler.is_enabled())
 
-    def _gradient_sync(self, last: bool):
-        """DDP all-reduces the gradients in the backward of a minibatch's last micro-batch only."""
-        if self._dp is None or last:
-            return contextlib.nullcontext()
-        return self._update_module.no_sync()
+    def _rank_share(self, minibatch: Tensor) -> Tensor:
+        """The rows of a minibatch this rank trains on: all of them, or its equal share on several ranks."""
+        return minibatch if self._dp is None else minibatch.tensor_split(self._dp.world_size)[self._dp.rank]
+
+    def _backward(self, batch: PPOBatch, micro_batch: Tensor, minibatch_tokens: Tensor, last: bool):
+        """The backward pass of one micro-batch's loss, weighted by its share of the minibatch's real
+        tokens; returns its statistics and that weight. On several ranks DDP averages the ranks'
+        gradients in the backward of the minibatch's last micro-batch (hence the weight times the
+        number of ranks: the averaged sum is the one-process gradient). With gradient checkpointing
+        the layers recompute their activations here."""
+        world = self._dp.world_size if self._dp is not None else 1
+        sync = contextlib.nullcontext() if self._dp is None or last else self._update_module.no_sync()
+        with sync, checkpointing_active(self.policy, self.value_model):
+            loss, stats = self._loss(batch.rows(micro_batch))
+            weight = batch.mask[micro_batch].sum() / minibatch_tokens
+            self.scaler.scale(loss * (weight * world)).backward()
+        return stats, weight
 
     def _loss(self, batch: PPOBatch):
         """The loss of one micro-batch, :math:`L = L^{clip} + c_V L^V - c_H H`, and its statistics.
@@ -743,10 +752,7 @@ class PPOTrainer:
             raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
         prompts = prompt_list(prompts, prompt_column)
         token_ids = self.encode_prompts(prompts)
-        if all(isinstance(p, str) or is_conversation(p) for p in prompts):
-            texts = [prompt_text(p) for p in prompts]
-        else:
-            texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        texts = self._prompt_texts(prompts, token_ids)
         self._bind_prompts(texts)
         history = []
         bar = tqdm(range(iterations), desc="PPO", disable=not (self.config.progress and self.is_main_process),
@@ -764,6 +770,13 @@ class PPOTrainer:
         if self.reporter is not None:
             self.reporter.close()
         return history
+
+    def _prompt_texts(self, prompts: list, token_ids: List[List[int]]) -> List[str]:
+        """What the reward function reads as each prompt: the string (a conversation's last user
+        message), or the decoded token ids."""
+        if all(isinstance(p, str) or is_conversation(p) for p in prompts):
+            return [prompt_text(p) for p in prompts]
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
