@@ -3,7 +3,8 @@
 #   1. the CUDA tests (pytest's CUDA cases: `-k cuda`, the `device` fixture's cuda parameter and the *_on_cuda tests),
 #   2. the 124M GPT-2 bf16 PPO throughput figure (ppo_gpu_throughput.py),
 #   3. unit 5 executed with its GPU sizes (the notebook picks them when DEVICE is CUDA), kept in the results folder,
-#   4. one PPO iteration of rlhf_lab on SmolLM2-135M-Instruct in bf16, then in fp16 (smollm2_memory.py's worker).
+#   4. one PPO iteration of rlhf_lab on SmolLM2-135M-Instruct in bf16, then in fp16 (smollm2_memory.py's worker),
+#   5. the same in bf16 with a LoRA policy and gradient checkpointing (issue 18: peft on CUDA, peak CUDA memory).
 # It leaves JSON lines (gpu_check.jsonl: the device, every step's own lines, one status line per step, a summary)
 # and the full log (gpu_check.log) in the results folder, and exits non-zero when a step failed.
 #
@@ -13,7 +14,7 @@
 #   PYTHON=.venv/bin/python GPU_CHECK_BUDGET=480 ...   # the interpreter; the whole run's time limit in seconds
 # Smoke mode: collects (does not run) the CUDA tests, runs ppo_gpu_throughput.py --smoke, converts unit 5 without
 # executing it (CI executes it on CPU already), and runs the SmolLM2 step on a tiny GPT-2 in bf16 and fp32 on CPU
-# (fp16 needs CUDA).
+# (fp16 needs CUDA), and the LoRA + checkpointing step on the tiny GPT-2 in bf16 on CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -104,6 +105,8 @@ if [ "$SMOKE" = 1 ]; then
     --output-dir "$OUT" --output 05_ppo_pipeline.unexecuted
   step smollm2_bf16 120 "$PY" benchmarks/smollm2_memory.py --worker ours --mode full 1 --model tiny --device cpu --dtype bfloat16
   step smollm2_fp32 120 "$PY" benchmarks/smollm2_memory.py --worker ours --mode full 1 --model tiny --device cpu --dtype float32
+  step smollm2_lora_gc_bf16 120 "$PY" benchmarks/smollm2_memory.py --worker ours --mode lora-gc 1 --model tiny --device cpu \
+    --dtype bfloat16
 else
   step cuda_tests 60 "$PY" -m pytest tests -k cuda -q -p no:cacheprovider -rs
   pytest_line >> "$JSONL"
@@ -113,6 +116,8 @@ else
     --output-dir "$OUT" --output 05_ppo_pipeline.gpu
   step smollm2_bf16 45 "$PY" benchmarks/smollm2_memory.py --worker ours --mode full 1 --device cuda --dtype bfloat16
   step smollm2_fp16 45 "$PY" benchmarks/smollm2_memory.py --worker ours --mode full 1 --device cuda --dtype float16
+  step smollm2_lora_gc_bf16 45 "$PY" benchmarks/smollm2_memory.py --worker ours --mode lora-gc 1 --device cuda \
+    --dtype bfloat16
 fi
 
 failed_json=""

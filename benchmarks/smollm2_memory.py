@@ -15,9 +15,8 @@ a parameter-free token-set reward, 2 threads. Modes (issue 18):
 - ``rlhf_lab-lora``: a ``peft``-wrapped policy (LoRA rank 16, all linear layers);
 - ``rlhf_lab-lora-gc``: the same with ``PPOConfig(gradient_checkpointing=True)``.
 
-Our LoRA modes report ``"status": "not yet supported"`` with the reason until the library has
-them (``peft`` installed, the reference taken from the adapters-disabled policy rather than a
-second copy, a ``gradient_checkpointing`` field).
+Our LoRA modes need ``peft`` (the ``lora`` extra); the trainer takes the reference from the
+policy with its adapters disabled (no second copy: the worker checks it).
 
 Usage::
 
@@ -33,7 +32,6 @@ order between runs. The first iteration is warm-up. JSON lines go to ``results/s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -74,15 +72,7 @@ def worker_ours(mode: str, iterations: int, threads: int, model: str, device: st
         max_grad_norm=None, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, gamma=1.0, lam=0.95, seed=0,
         device=device, dtype=dtype, progress=False, value_model=value,
     )
-    if mode == "lora-gc":
-        if "gradient_checkpointing" not in {f.name for f in dataclasses.fields(PPOConfig)}:
-            return {**head, "status": harness.NOT_YET, "reason": "PPOConfig has no gradient_checkpointing field yet (issue 18)"}
-        options["gradient_checkpointing"] = True
-    if mode in ("lora", "lora-gc"):
-        try:
-            import peft  # noqa: F401
-        except ImportError:
-            return {**head, "status": harness.NOT_YET, "reason": "peft is not installed in this environment (issue 18)"}
+    options["gradient_checkpointing"] = mode == "lora-gc"
     stages["imports"] = harness.peak_rss_mb()
 
     t_build = time.perf_counter()
@@ -92,15 +82,9 @@ def worker_ours(mode: str, iterations: int, threads: int, model: str, device: st
         import peft
 
         policy = peft.get_peft_model(policy, smol.lora_config())
-    try:
-        trainer = PPOTrainer(policy, tokenizer, smol.reward_model(policy), PPOConfig(**options))
-    except (TypeError, ValueError) as e:
-        if mode == "full":
-            raise
-        return {**head, "status": harness.NOT_YET, "reason": f"PPOTrainer refused a peft-wrapped policy: {e}"}
+    trainer = PPOTrainer(policy, tokenizer, smol.reward_model(policy), PPOConfig(**options))
     if mode != "full" and _reference_is_a_copy(trainer):
-        return {**head, "status": harness.NOT_YET,
-                "reason": "the trainer keeps a full copy of the policy as reference; issue 18 wants the adapters disabled"}
+        raise RuntimeError("the trainer keeps a full copy of a LoRA policy as its reference")
     trainable = sum(p.numel() for p in trainer._trainable) if hasattr(trainer, "_trainable") else None
     build_s = time.perf_counter() - t_build
     stages["trainer built"] = harness.peak_rss_mb()

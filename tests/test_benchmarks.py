@@ -116,7 +116,7 @@ def test_our_grpo_worker_runs_or_says_what_is_missing():
         assert line["value_parameters"] == 0  # critic-free: no value head, no value model
 
 
-def test_smollm2_workers_run_on_a_tiny_model_or_say_what_is_missing():
+def test_smollm2_workers_run_on_a_tiny_model():
     (full,) = _run(BENCH / "smollm2_memory.py", "--worker", "ours", "--mode", "full", "2", "--model", "tiny",
                    "--threads", "1")
     assert full["status"] == "ok" and full["batch_size"] == 8 and full["prompt_len"] == 24
@@ -124,8 +124,8 @@ def test_smollm2_workers_run_on_a_tiny_model_or_say_what_is_missing():
     for mode in ("lora", "lora-gc"):
         (line,) = _run(BENCH / "smollm2_memory.py", "--worker", "ours", "--mode", mode, "2", "--model", "tiny",
                        "--threads", "1")
-        assert line["status"] in ("ok", harness.NOT_YET), line
-        assert line["status"] == "ok" or line["reason"]
+        assert line["status"] == "ok", line
+        assert line["trainable_parameters"] < full["trainable_parameters"] / 4  # adapters and the value head
 
 
 def test_orchestrators_name_the_recipe_when_trl_is_missing(tmp_path):
@@ -151,7 +151,8 @@ def test_gpu_check_runs_in_smoke_mode_on_cpu(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
     steps = {x["step"]: x for x in lines if x.get("kind") == "gpu_check_step"}
-    assert list(steps) == ["cuda_tests", "ppo_gpu_throughput", "unit5_gpu_sizes", "smollm2_bf16", "smollm2_fp32"]
+    assert list(steps) == ["cuda_tests", "ppo_gpu_throughput", "unit5_gpu_sizes", "smollm2_bf16", "smollm2_fp32",
+                           "smollm2_lora_gc_bf16"]
     assert all(s["rc"] == 0 for s in steps.values())
     assert lines[0]["kind"] == "gpu_check_device"
     assert lines[-1]["kind"] == "gpu_check_summary" and lines[-1]["failed"] == []
@@ -161,6 +162,8 @@ def test_gpu_check_runs_in_smoke_mode_on_cpu(tmp_path):
     assert run["episodes_per_second"] > 0 and set(run["phase_seconds_median"]) == {"rollout", "score", "update"}
     smol = [x for x in lines if x.get("impl") == "rlhf_lab-full"]
     assert [x["dtype"] for x in smol] == ["bfloat16", "float32"] and all(x["status"] == "ok" for x in smol)
+    (lora,) = [x for x in lines if x.get("impl") == "rlhf_lab-lora-gc"]
+    assert lora["status"] == "ok" and lora["dtype"] == "bfloat16"
     pytest_line = next(x for x in lines if x.get("kind") == "gpu_check_pytest")
     assert pytest_line["collected"] >= 1  # the CUDA cases exist (skipped without a GPU)
     assert (tmp_path / "gpu_check.log").stat().st_size > 0 and (tmp_path / "05_ppo_pipeline.unexecuted.py").exists()

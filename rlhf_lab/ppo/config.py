@@ -29,6 +29,7 @@ from ..objectives import LOSS_TYPES, PER_TOKEN_KL
 #: ``PPOConfig.dtype`` names and the torch dtypes they stand for (the one table of them).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 VALUE_MODELS = ("shared", "separate")
+REPORT_TO = ("tensorboard", "wandb", "trackio")
 STOP_TOKENS = (None, "eos")
 #: ``advantage_estimator`` values: GAE needs a critic, the others do not.
 ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo", "dr_grpo", "reinforce_pp")
@@ -203,6 +204,19 @@ class PPOConfig:
     fused kernel for the same function, inside the trainer's calls only: the models are restored
     when each call returns (:func:`rlhf_lab.ppo.modeling.fused_tanh_gelu`)."""
 
+    gradient_checkpointing: bool = False
+    """Recompute the policy's (and a separate value model's) layer activations in the backward pass
+    instead of keeping them: less memory, one more forward per update step. transformers' own
+    activation checkpointing (non-reentrant), active in the update only; sampling keeps its KV
+    cache (TRL: the same field)."""
+
+    # ---------------------------------------------------------------- prompts
+    apply_chat_template: bool = False
+    """Format each prompt as a user turn with the tokenizer's chat template, ending with the
+    generation prompt (the assistant turn's header); a response then ends at the template's
+    end-of-turn token (``stop_token="eos"`` means that token), and decoded responses hold the
+    assistant's text without the template. For instruct models."""
+
     # ---------------------------------------------------------------- run
     seed: int = 0
     """Seeds sampling and shuffling; a CPU run repeats exactly (TRL's default is 42)."""
@@ -216,7 +230,15 @@ class PPOConfig:
     progress: bool = True
     """Show a progress bar."""
     log_dir: Optional[str] = None
-    """Append every iteration's metrics to ``metrics.jsonl`` and ``metrics.csv`` in this folder."""
+    """Append every iteration's metrics to ``metrics.jsonl`` and ``metrics.csv`` in this folder
+    (and write TensorBoard's event files there with ``report_to="tensorboard"``)."""
+    report_to: Optional[Any] = None
+    """Also send every iteration's metrics to ``"tensorboard"``, ``"wandb"`` or ``"trackio"`` (one
+    name, a list of them, or ``None``), through those libraries (``pip install "rlhf-lab[logging]"``).
+    W&B reads its usual environment (``WANDB_PROJECT``, ``WANDB_MODE=offline`` ...); trackio's
+    project is ``TRACKIO_PROJECT`` or ``"rlhf_lab"``."""
+    run_name: Optional[str] = None
+    """The run's name for W&B and trackio (their own default when ``None``)."""
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -244,6 +266,13 @@ class PPOConfig:
     @property
     def micro_batch_size(self) -> int:
         return self.mini_batch_size // self.gradient_accumulation_steps
+
+    @property
+    def report_targets(self) -> tuple:
+        """``report_to`` as a tuple of names (empty for ``None``)."""
+        if self.report_to is None:
+            return ()
+        return (self.report_to,) if isinstance(self.report_to, str) else tuple(self.report_to)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -280,7 +309,7 @@ _POSITIVE = ("learning_rate", "temperature", "cliprange", "adam_eps", "kl_target
 _NON_NEGATIVE = ("kl_coef", "vf_coef", "ent_coef", "weight_decay")
 _OPTIONAL_POSITIVE = ("cliprange_value", "max_grad_norm", "cliprange_high")
 _BOOLS = ("adaptive_kl", "whiten_rewards", "whiten_advantages", "fused_activations", "progress", "dynamic_sampling",
-          "use_bias_correction_kl")
+          "use_bias_correction_kl", "gradient_checkpointing", "apply_chat_template")
 
 
 def _number(config: PPOConfig, name: str) -> float:
@@ -307,6 +336,12 @@ def _check_types(config: PPOConfig) -> None:
         raise ValueError(f"recompute_logprobs must be None, True or False, got {config.recompute_logprobs!r}")
     if config.log_dir is not None and not isinstance(config.log_dir, str):
         raise ValueError(f"log_dir must be a path (str) or None, got {config.log_dir!r}")
+    if config.run_name is not None and not isinstance(config.run_name, str):
+        raise ValueError(f"run_name must be a str or None, got {config.run_name!r}")
+    report_to = config.report_to
+    names = [report_to] if isinstance(report_to, str) else report_to
+    if report_to is not None and (not isinstance(names, (list, tuple)) or not all(n in REPORT_TO for n in names)):
+        raise ValueError(f"report_to must be None or one or more of {REPORT_TO}, got {report_to!r}")
 
 
 def _check_ranges(config: PPOConfig) -> None:

@@ -205,3 +205,84 @@ class ValueModel(nn.Module):
                          position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         h = out.last_hidden_state[:, response_start - 1 : -1]
         return self.head(h).squeeze(-1).float()
+
+
+# ---------------------------------------------------------------------- LoRA adapters (peft)
+def is_peft_model(model) -> bool:
+    """``model`` is a ``peft.PeftModel`` (read by duck typing: ``peft`` is an optional extra and is
+    never imported here)."""
+    return all(hasattr(model, name) for name in ("peft_config", "disable_adapter", "get_base_model"))
+
+
+def unwrap_peft(model):
+    """The transformers model inside a ``peft.PeftModel`` (with the adapter layers injected in its
+    modules, so its forward runs the adapters unless they are disabled), or ``model`` itself."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+# ---------------------------------------------------------------------- gradient checkpointing
+def enable_gradient_checkpointing(model) -> None:
+    """transformers' own activation checkpointing on every decoder layer of ``model`` (non-reentrant,
+    so frozen LoRA bases need no input gradients): ``activation_checkpointing_enable`` from
+    transformers 5.24 on, ``gradient_checkpointing_enable`` (now deprecated) before. A ``ValueError``
+    names an architecture that does not support it."""
+    model = unwrap_peft(model)
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"PPOConfig.gradient_checkpointing=True but {type(model).__name__} does not support "
+                         "gradient checkpointing")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers < 5.24
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _checkpointed_layer_classes() -> tuple:
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # pragma: no cover - transformers < 4.52 checkpoints inside the model's own loop
+        return (nn.Module,)
+    return (GradientCheckpointingLayer,)
+
+
+@contextlib.contextmanager
+def checkpointing_active(*models) -> Iterator[int]:
+    """Within the block, the checkpointed layers of ``models`` recompute their activations in the
+    backward pass; yields how many layers. transformers checkpoints a layer only while that layer's
+    own ``training`` flag is set; the trainer keeps every model in eval mode (no dropout), so this
+    sets the flag on the checkpointed layers alone, not on their children (dropout stays off), and
+    puts it back on exit. Under ``no_grad`` (sampling with the KV cache) nothing is checkpointed."""
+    layers = [m for model in models if isinstance(model, nn.Module) for m in model.modules()
+              if isinstance(m, _checkpointed_layer_classes()) and getattr(m, "gradient_checkpointing", False) is True]
+    flags = [m.training for m in layers]
+    for m in layers:
+        m.training = True
+    try:
+        yield len(layers)
+    finally:
+        for m, flag in zip(layers, flags):
+            m.training = flag
+
+
+# ---------------------------------------------------------------------- the update's forward as a module
+class PolicyValue(nn.Module):
+    """The forward of the PPO update as one module: response-aligned logits ``[B, T, V]`` and values
+    ``[B, T]`` (float32) of the policy and its value function, in one trunk pass with a shared value
+    head (values ``None`` without a critic). A module so that ``DistributedDataParallel`` can wrap it
+    (DDP averages the gradients of what runs through its wrapper's forward); it holds no parameters
+    of its own."""
+
+    def __init__(self, parts: CausalLMParts, value_head: Optional[nn.Module], value_model: Optional[nn.Module]):
+        super().__init__()
+        self.parts = parts  # not a module: the trunk and head below are registered through `policy`
+        self.policy = parts.model
+        self.value_head, self.value_model = value_head, value_model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, response_start: int):
+        shared = self.value_head is not None
+        logits, hidden = policy_forward(self.parts, input_ids, attention_mask, response_start, want_hidden=shared)
+        if shared:
+            return logits, self.value_head(hidden).squeeze(-1).float()
+        if self.value_model is None:  # a critic-free estimator: no values
+            return logits, None
+        return logits, self.value_model(input_ids, attention_mask, response_start)

@@ -51,22 +51,44 @@ class Rollout:
     ended: Tensor  # [B] bool: the row emitted the stop token
 
 
-def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
+def _uniform_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps the cumulative sum exact enough for vocabularies of 10^5 (MPS has no float64)
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def draw_uniforms(generator: torch.Generator, rows: int, device, steps: int = 1) -> Tensor:
+    """``steps`` draws of the ``[rows, 1]`` uniforms :func:`sample_categorical` uses (the last one is
+    returned): the generator advances as ``steps`` sampling steps of a batch of ``rows`` would
+    advance it (a data-parallel rank that stopped early catches up with the others this way)."""
+    device = torch.device(device)
+    u = None
+    for _ in range(steps):
+        u = torch.rand((rows, 1), generator=generator, dtype=_uniform_dtype(device), device=device)
+    return u
+
+
+def sample_categorical(logits: Tensor, generator: torch.Generator, rows: Optional[slice] = None,
+                       total_rows: Optional[int] = None) -> Tensor:
     r"""One draw per row from :math:`\operatorname{softmax}(\text{logits})`: ``[B, V] -> [B]``.
 
     Inverts the cumulative distribution in float64 (float32 on MPS): ``u ~ U[0, 1)`` per row and
     the first token whose cumulative probability exceeds ``u``. It needs ``B`` uniforms per step where
     ``torch.multinomial`` draws an exponential per vocabulary entry (7x faster here for 32 x 512).
     A token of probability 0 (a ``-inf`` logit) is never drawn; a row with no finite
-    distribution raises ``ValueError``."""
-    # float64 keeps the cumulative sum exact enough for vocabularies of 10^5 (MPS has no float64)
-    dtype = torch.float32 if logits.device.type == "mps" else torch.float64
+    distribution raises ``ValueError``.
+
+    ``rows``/``total_rows``: ``logits`` are the rows ``rows`` of a batch of ``total_rows`` (one
+    data-parallel rank's share); the uniforms of the whole batch are drawn and these rows use theirs,
+    so that every row gets the token it would get in a one-process run."""
+    dtype = _uniform_dtype(logits.device)
     probs = torch.softmax(logits.to(dtype), dim=-1)
     cdf = probs.cumsum(dim=-1)
     total = cdf[:, -1:]
     if not bool((torch.isfinite(total) & (total > 0)).all()):
         raise ValueError("logits hold NaN (or a row of -inf): cannot sample a token")
-    u = torch.rand((logits.shape[0], 1), generator=generator, dtype=dtype, device=logits.device)
+    u = draw_uniforms(generator, total_rows or logits.shape[0], logits.device)
+    if rows is not None:
+        u = u[rows]
     idx = torch.searchsorted(cdf, u * total, right=True).squeeze(1)
     # u * total can round up to total: fall back to the last token that has probability > 0
     V = logits.shape[-1]
@@ -130,8 +152,11 @@ def sample(
     temperature: float,
     pad_token_id: int, stop_token_id: Optional[int], generator: torch.Generator,
     value_head: Optional[torch.nn.Module] = None, autocast=None,
+    rows: Optional[slice] = None, total_rows: Optional[int] = None,
 ) -> Rollout:
-    """Sample one response per prompt (at most ``response_length`` tokens) with the KV cache."""
+    """Sample one response per prompt (at most ``response_length`` tokens) with the KV cache.
+    ``rows``/``total_rows``: the prompts are these rows of a larger batch (see
+    :func:`sample_categorical`)."""
     autocast = autocast or contextlib.nullcontext
     B, device = prompt_ids.shape[0], prompt_ids.device
     forward = _CachedForward(parts, prompt_ids, prompt_mask, response_length, value_head)
@@ -143,7 +168,7 @@ def sample(
         with autocast():
             logits, values = forward()
         live = ~done
-        token = torch.where(live, sample_categorical(logits / temperature, generator), pad_token_id)
+        token = torch.where(live, sample_categorical(logits / temperature, generator, rows, total_rows), pad_token_id)
         tokens[:, t], per_token["mask"][:, t] = token, live.float()
         logprob = token_logprobs(logits.unsqueeze(1), token.unsqueeze(1), temperature, validate=False).squeeze(1)
         for name, x in (("logprobs", logprob), ("entropy", entropy_from_logits(logits, temperature)), ("values", values)):

@@ -35,19 +35,27 @@ from ..reward_model import score_with_model
 from ..utils import resolve_device
 from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
 from .config import PPOConfig
+from .distributed import DataParallel, local_device, pad_columns
 from .metrics import Metrics
 from .modeling import (
+    PolicyValue,
     ValueModel,
+    checkpointing_active,
+    enable_gradient_checkpointing,
     fused_tanh_gelu,
     hidden_size,
+    is_peft_model,
     max_context,
     model_vocab_size,
     new_value_head,
     parameter_dtype,
     policy_forward,
     split_causal_lm,
+    unwrap_peft,
 )
-from .rollout import Rollout, sample
+from .prompts import chat_prompt_ids, end_of_turn_token_id, is_conversation, prompt_list, prompt_text
+from .reporting import Reporter
+from .rollout import Rollout, draw_uniforms, sample
 
 Tensor = torch.Tensor
 RewardFn = Callable[[List[str], List[str]], Sequence[float]]
@@ -149,17 +157,40 @@ class PPOTrainer:
         reward_tokenizer=None,
     ):
         self.config = _checked_config(config)
-        self.device = resolve_device(self.config.device, "PPOConfig.device")
+        self.device = local_device(resolve_device(self.config.device, "PPOConfig.device"))
         _check_roles(policy=policy, ref_policy=ref_policy, value_model=value_model, reward=reward)
+        self._setup_data_parallel()
         self._setup_tokenizer(tokenizer)
         self._setup_policy_and_reference(policy, ref_policy)
         self._setup_value_function(value_model, reward)
         self._setup_reward(reward, reward_tokenizer)
         self._setup_precision()
+        self._setup_gradient_checkpointing()
         self._setup_optimizer()
+        self._setup_update_module()
         self._setup_run_state()
 
     # ------------------------------------------------------------------ setup steps
+    def _setup_data_parallel(self) -> None:
+        """The process group when a launcher started several processes (``None`` for one); the
+        batch and each minibatch are split evenly over the ranks (see :mod:`rlhf_lab.ppo.distributed`)."""
+        cfg = self.config
+        self._dp = DataParallel.from_environment(self.device)
+        if self._dp is None:
+            return
+        world = self._dp.world_size
+        if cfg.mini_batch_size % (world * cfg.gradient_accumulation_steps):
+            raise ValueError(
+                f"with {world} processes, batch_size / num_mini_batches ({cfg.mini_batch_size}) must be divisible by "
+                f"the number of processes × gradient_accumulation_steps ({world} × {cfg.gradient_accumulation_steps}): "
+                "every rank takes an equal share of each minibatch"
+            )
+
+    @property
+    def is_main_process(self) -> bool:
+        """True in a one-process run and on rank 0 of a data-parallel one (which logs and saves)."""
+        return self._dp is None or self._dp.is_main
+
     def _setup_tokenizer(self, tokenizer) -> None:
         """The pad token (left padding of prompts) and the stop token that ends a response."""
         cfg = self.config
@@ -170,7 +201,10 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.stop_token_id: Optional[int] = cfg.stop_token_id
-        if cfg.stop_token == "eos":
+        if cfg.stop_token == "eos" and cfg.apply_chat_template:
+            # an instruct model ends its answer with the template's end-of-turn token
+            self.stop_token_id = end_of_turn_token_id(tokenizer)
+        elif cfg.stop_token == "eos":
             if tokenizer.eos_token_id is None:
                 raise ValueError("PPOConfig.stop_token='eos' but the tokenizer has no eos token: set stop_token=None "
                                  "(and stop_token_id, or no missing_eos_penalty)")
@@ -192,12 +226,20 @@ class PPOTrainer:
         if self.context is not None and cfg.response_length >= self.context:
             raise ValueError(f"PPOConfig.response_length ({cfg.response_length}) leaves no room for a prompt in the "
                              f"policy's context of {self.context} positions")
-        self._owns_ref = ref_policy is None
-        self.ref_policy = copy.deepcopy(policy).requires_grad_(False) if self._owns_ref else ref_policy.to(self.device)
+        # a LoRA policy's reference is the same model with its adapters disabled: no second copy
+        self.lora = is_peft_model(policy)
+        self._ref_kind = "given" if ref_policy is not None else "adapters_disabled" if self.lora else "copy"
+        self._owns_ref = self._ref_kind == "copy"
+        if self._ref_kind == "copy":
+            self.ref_policy = copy.deepcopy(policy).requires_grad_(False)
+        else:
+            self.ref_policy = policy if self._ref_kind == "adapters_disabled" else ref_policy.to(self.device)
         if model_vocab_size(self.ref_policy) != vocab:
             raise ValueError(f"ref_policy has a vocabulary of {model_vocab_size(self.ref_policy)} tokens but policy has "
                              f"{vocab}: the per-token KL needs the same vocabulary (the same tokenizer)")
-        self._parts = split_causal_lm(policy)
+        # the transformers model inside a peft wrapper: its trunk carries the adapter layers
+        self._parts = split_causal_lm(unwrap_peft(policy))
+        self._ref_parts = self._parts if self._ref_kind == "adapters_disabled" else None
 
     def _setup_value_function(self, value_model, reward) -> None:
         """A value head on the policy's trunk (``"shared"``) or a separate value model, in the
@@ -218,7 +260,9 @@ class PPOTrainer:
         elif self.config.value_model == "shared":
             self.value_head = new_value_head(hidden_size(self.policy), policy_dtype, self.device)
         else:
-            trunk = copy.deepcopy(getattr(self.policy, "base_model", self.policy))
+            # with LoRA the copied trunk keeps the adapter layers: its adapters (and head) train
+            base = unwrap_peft(self.policy)
+            trunk = copy.deepcopy(getattr(base, "base_model", base))
             head = new_value_head(hidden_size(self.policy), policy_dtype, self.device)
             self.value_model = ValueModel(trunk, head).to(self.device)
 
@@ -260,6 +304,14 @@ class PPOTrainer:
         self.low_precision = self.dtype != torch.float32 or parameter_dtype(self.policy) in LOW_PRECISION
         self.scaler = _grad_scaler(self.device, enabled=self.dtype == torch.float16)
 
+    def _setup_gradient_checkpointing(self) -> None:
+        """transformers' activation checkpointing on the trained models (policy, separate value model)."""
+        if not self.config.gradient_checkpointing:
+            return
+        enable_gradient_checkpointing(self.policy)
+        if self.value_model is not None and hasattr(self.value_model.trunk, "supports_gradient_checkpointing"):
+            enable_gradient_checkpointing(self.value_model.trunk)
+
     def _setup_optimizer(self) -> None:
         cfg = self.config
         self._trainable = [p for p in self.policy.parameters() if p.requires_grad]
@@ -276,6 +328,12 @@ class PPOTrainer:
         # with no clipping the norm is still measured (an infinite bound scales by 1)
         self._max_grad_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
 
+    def _setup_update_module(self) -> None:
+        """The update's forward (policy and values) as one module, in ``DistributedDataParallel``
+        on several ranks (parameters broadcast from rank 0; gradients averaged in the backward)."""
+        self._policy_value = PolicyValue(self._parts, self.value_head, self.value_model)
+        self._update_module = self._dp.wrap(self._policy_value) if self._dp is not None else self._policy_value
+
     def _setup_run_state(self) -> None:
         """KL controller, random generators (sampling on the device, shuffling on the CPU),
         counters, and the log folder (created now, so that a bad path fails before any work)."""
@@ -291,11 +349,14 @@ class PPOTrainer:
         self._order: List[int] = []
         self._pos = 0
         self._fingerprint: Optional[str] = None
-        if cfg.log_dir:
+        if cfg.log_dir and self.is_main_process:
             try:
                 Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise ValueError(f"PPOConfig.log_dir={cfg.log_dir!r} cannot be created: {error}") from None
+        self.reporter = None
+        if cfg.report_targets and self.is_main_process:
+            self.reporter = Reporter(cfg.report_targets, cfg.log_dir, cfg.run_name, cfg.to_dict())
         self._set_eval()
 
     # ------------------------------------------------------------------ plumbing
@@ -322,14 +383,10 @@ class PPOTrainer:
 
     def _policy_and_values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int):
         """Response-aligned logits ``[B, T, V]`` and values ``[B, T]`` (float32) in one policy
-        forward (shared head) or a policy and a value-model forward; values ``None`` without a critic."""
-        shared = self.value_head is not None
-        logits, hidden = policy_forward(self._parts, input_ids, attention_mask, response_start, want_hidden=shared)
-        if shared:
-            return logits, self.value_head(hidden).squeeze(-1).float()
-        if self.value_model is None:
-            return logits, None
-        return logits, self.value_model(input_ids, attention_mask, response_start)
+        forward (shared head) or a policy and a value-model forward (:class:`PolicyValue`); values
+        ``None`` without a critic; with gradients, through ``DistributedDataParallel`` on several ranks."""
+        module = self._update_module if torch.is_grad_enabled() else self._policy_value
+        return module(input_ids, attention_mask, response_start)
 
     def _values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:
         """Values ``[B, T]`` alone: the value model's forward, or the policy's trunk and the head."""
@@ -344,7 +401,13 @@ class PPOTrainer:
         the model's context. Prompts given as lists of token ids are taken as they are."""
         if isinstance(prompts, str) or len(prompts) == 0:
             raise ValueError("prompts must be a non-empty list of strings (or of token-id lists)")
-        if all(isinstance(p, str) for p in prompts):
+        conversations = [is_conversation(p) for p in prompts]
+        if self.config.apply_chat_template and all(isinstance(p, str) or c for p, c in zip(prompts, conversations)):
+            encoded = chat_prompt_ids(self.tokenizer, prompts)
+        elif any(conversations):
+            raise ValueError("prompts hold conversations (lists of {'role', 'content'} messages): set "
+                             "PPOConfig(apply_chat_template=True) to format them with the tokenizer's chat template")
+        elif all(isinstance(p, str) for p in prompts):
             encoded = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
         elif all(isinstance(p, (list, tuple)) for p in prompts):
             encoded = [list(p) for p in prompts]
@@ -385,9 +448,14 @@ class PPOTrainer:
             self._pos += 1
         return [i for i in out for _ in range(group)]
 
-    def decode(self, responses: Tensor, lengths: Sequence[int]) -> List[str]:
+    def decode(self, responses: Tensor, lengths: Sequence[int], ended: Optional[Sequence[bool]] = None) -> List[str]:
+        """The responses as text (special tokens skipped). With ``apply_chat_template`` the answer
+        alone: the end-of-turn token of a response that ``ended`` is cut, and surrounding white space."""
+        if self.config.apply_chat_template and ended is not None:
+            lengths = [n - int(bool(e)) for n, e in zip(lengths, ended)]
         rows = [r[:n] for r, n in zip(responses.tolist(), lengths)]
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        return [t.strip() for t in texts] if self.config.apply_chat_template else texts
 
     # ------------------------------------------------------------------ one iteration
     def step(self, prompts: Sequence[str], prompt_ids: Optional[List[List[int]]] = None) -> Metrics:
@@ -409,16 +477,51 @@ class PPOTrainer:
         self._set_eval()
         ids, prompt_mask = left_pad(prompt_ids, self.pad_token_id, self.device)
         read_values = self.value_head is not None and not self.recompute_logprobs
+        rows = total_rows = None
+        if self._dp is not None:
+            # this rank's rows of the whole batch, in the layout a one-process run gives them
+            width = self._dp.max_int(ids.shape[1])
+            ids = pad_columns(ids, width, self.pad_token_id, left=True)
+            prompt_mask = pad_columns(prompt_mask, width, 0, left=True)
+            total_rows = len(prompt_ids) * self._dp.world_size
+            rows = self._dp.rows(total_rows)
         with self._fused_activations():
-            return sample(
+            rollout = sample(
                 self._parts, ids, prompt_mask, response_length=cfg.response_length, temperature=cfg.temperature,
                 pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id, generator=self._sample_gen,
                 value_head=self.value_head if read_values else None, autocast=self._autocast,
+                rows=rows, total_rows=total_rows,
             )
+        if self._dp is not None:
+            rollout = self._align_with_other_ranks(rollout, total_rows)
+        return rollout
+
+    def _align_with_other_ranks(self, rollout: Rollout, total_rows: int) -> Rollout:
+        """A rank whose responses all stopped early: its generator draws the uniforms of the steps the
+        other ranks still sampled (so the streams stay as one), and its rollout is right-padded to
+        their length (padding changes no result)."""
+        length = rollout.responses.shape[1]
+        longest = self._dp.max_int(length)
+        if longest > length:
+            draw_uniforms(self._sample_gen, total_rows, self.device, steps=longest - length)
+        padded = {name: pad_columns(getattr(rollout, name), rollout.response_start + longest, fill)
+                  for name, fill in (("input_ids", self.pad_token_id), ("attention_mask", 0))}
+        padded.update({name: pad_columns(getattr(rollout, name), longest, fill)
+                       for name, fill in (("responses", self.pad_token_id), ("mask", 0.0), ("logprobs", 0.0),
+                                          ("entropy", 0.0), ("values", 0.0)) if getattr(rollout, name) is not None})
+        return dataclasses.replace(rollout, **padded)
+
+    def _whole_batch(self, rollout: Rollout, *tensors: Tensor):
+        """``rollout`` and ``tensors`` as they are in one process; on several ranks every rank's rows
+        of them, in rank order (the batch a one-process run holds)."""
+        if self._dp is None:
+            return (rollout, *tensors)
+        fields = {f.name: self._dp.gather_rows(getattr(rollout, f.name)) for f in dataclasses.fields(rollout)
+                  if isinstance(getattr(rollout, f.name), torch.Tensor)}
+        return (dataclasses.replace(rollout, **fields), *(None if t is None else self._dp.gather_rows(t) for t in tensors))
 
     def learn(self, rollout: Rollout, prompts: List[str], t_start: Optional[float] = None) -> Metrics:
         """Steps 2 to 8 of the iteration on a sampled rollout (see the class docstring)."""
-        mask = rollout.mask
         timer = _PhaseTimer(t_start)
         self._set_eval()
         with self._fused_activations():
@@ -430,8 +533,11 @@ class PPOTrainer:
                 eos_adjusted_scores = self._minus_missing_eos_penalty(scores, rollout.ended)
                 # 4. log-probabilities under the frozen reference
                 ref_logprobs = self._ref_logprobs(rollout)
+                # (several ranks: every rank's rows, so that steps 5 to 8 see the whole batch)
+                rollout, old_logprobs, old_values, scores, eos_adjusted_scores, ref_logprobs = self._whole_batch(
+                    rollout, old_logprobs, old_values, scores, eos_adjusted_scores, ref_logprobs)
                 # 5. per-token rewards: -beta * k_t at every token (the KL in the reward), the score at the last one
-                beta = self.kl_ctl.value
+                beta, mask = self.kl_ctl.value, rollout.mask
                 rewards = self._per_token_rewards(eos_adjusted_scores, old_logprobs, ref_logprobs, beta, mask)
                 # 6. advantages (and returns) by GAE or a critic-free estimator, whitened over the batch's real tokens
                 whitened = _has_variance(mask)
@@ -502,21 +608,42 @@ class PPOTrainer:
         share of real tokens, so accumulation equals one large minibatch exactly."""
         cfg = self.config
         means = _StepMeans()
+        world = self._dp.world_size if self._dp is not None else 1
         for _epoch in range(cfg.num_ppo_epochs):
             order = torch.randperm(batch.mask.shape[0], generator=self._shuffle_gen).to(self.device)
             for minibatch in order.split(cfg.mini_batch_size):
                 self.optimizer.zero_grad(set_to_none=True)
                 minibatch_mask = batch.mask[minibatch]
-                for micro_batch in minibatch.split(cfg.micro_batch_size):
-                    micro = batch.rows(micro_batch)
-                    share = micro_batch_share(micro.mask, minibatch_mask, cfg.loss_type)
-                    token_share = micro.mask.sum() / minibatch_mask.sum()
-                    loss, stats = self._loss(micro, token_means_weight=token_share / share)
-                    self.scaler.scale(loss * share).backward()
+                micro_batches = self._rank_share(minibatch).split(cfg.micro_batch_size // world)
+                for i, micro_batch in enumerate(micro_batches):
+                    stats, token_share = self._backward(batch, micro_batch, minibatch_mask, last=i == len(micro_batches) - 1)
                     means.add(stats, token_share)
                 means.add_step(self._optimizer_step())
         self.optimizer.zero_grad(set_to_none=True)
+        if self._dp is not None:
+            means.sum_over_ranks(self._dp)
         return means.read(check_finite=not self.scaler.is_enabled())
+
+    def _rank_share(self, minibatch: Tensor) -> Tensor:
+        """The rows of a minibatch this rank trains on: all of them, or its equal share on several ranks."""
+        return minibatch if self._dp is None else minibatch.tensor_split(self._dp.world_size)[self._dp.rank]
+
+    def _backward(self, batch: PPOBatch, micro_batch: Tensor, minibatch_mask: Tensor, last: bool):
+        """The backward pass of one micro-batch's loss, its policy loss weighted by its share of the
+        minibatch under ``loss_type`` and its token means by its share of the minibatch's real tokens;
+        returns its statistics and that token share. On several ranks DDP averages the ranks'
+        gradients in the backward of the minibatch's last micro-batch (hence the weight times the
+        number of ranks: the averaged sum is the one-process gradient). With gradient checkpointing
+        the layers recompute their activations here."""
+        world = self._dp.world_size if self._dp is not None else 1
+        sync = contextlib.nullcontext() if self._dp is None or last else self._update_module.no_sync()
+        micro = batch.rows(micro_batch)
+        share = micro_batch_share(micro.mask, minibatch_mask, self.config.loss_type)
+        token_share = micro.mask.sum() / minibatch_mask.sum()
+        with sync, checkpointing_active(self.policy, self.value_model):
+            loss, stats = self._loss(micro, token_means_weight=token_share / share)
+            self.scaler.scale(loss * (share * world)).backward()
+        return stats, token_share
 
     def _loss(self, batch: PPOBatch, token_means_weight: Union[float, Tensor] = 1.0):
         """The loss of one micro-batch, :math:`L = L^{clip} [+ \\beta L^{KL}] + c_V L^V - c_H H`, and its
@@ -589,7 +716,7 @@ class PPOTrainer:
             with self._autocast():
                 return self._score_with_model(rollout).float()
         lengths = rollout.mask.sum(dim=1).long().tolist()
-        answer = self.reward(list(prompts), self.decode(rollout.responses, lengths))
+        answer = self.reward(list(prompts), self.decode(rollout.responses, lengths, rollout.ended.tolist()))
         try:
             scores = torch.as_tensor([float(s) for s in answer], dtype=torch.float32)
         except (TypeError, ValueError):
@@ -618,11 +745,23 @@ class PPOTrainer:
         return scores - self.config.missing_eos_penalty * (~ended).float()
 
     def _ref_logprobs(self, rollout: Rollout) -> Tensor:
-        """Step 4: :math:`\\log\\pi_{ref}` of the sampled tokens at the sampling temperature."""
-        with self._autocast():
-            logits = response_logits(self.ref_policy, rollout.input_ids, rollout.attention_mask,
-                                     rollout.response_start)
+        """Step 4: :math:`\\log\\pi_{ref}` of the sampled tokens at the sampling temperature. With a
+        LoRA policy and no ``ref_policy``, the policy's own forward with its adapters disabled."""
+        with self._autocast(), self._reference_weights():
+            if self._ref_parts is not None:
+                logits, _ = policy_forward(self._ref_parts, rollout.input_ids, rollout.attention_mask,
+                                           rollout.response_start, want_hidden=False)
+            else:
+                logits = response_logits(self.ref_policy, rollout.input_ids, rollout.attention_mask,
+                                         rollout.response_start)
         return token_logprobs(logits, rollout.responses, self.config.temperature) * rollout.mask
+
+    def _reference_weights(self):
+        """The reference's weights: the LoRA policy with its adapters disabled (peft's
+        ``disable_adapter()``), or the reference model as it is."""
+        if self._ref_kind == "adapters_disabled":
+            return self.policy.disable_adapter()
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ step 8: metrics
     def _metrics(self, rollout: Rollout, timer: "_PhaseTimer", update_stats: Dict[str, float], *, scores, rewards,
@@ -663,6 +802,10 @@ class PPOTrainer:
     def _record(self, metrics: Metrics) -> None:
         self.iteration += 1
         self.history.append(metrics)
+        if not self.is_main_process:
+            return
+        if self.reporter is not None:
+            self.reporter.log(metrics, step=self.iteration)
         if not self.config.log_dir:
             return
         folder = Path(self.config.log_dir)
@@ -678,35 +821,53 @@ class PPOTrainer:
             writer.writerow(metrics)
 
     # ------------------------------------------------------------------ the loop
-    def train(self, prompts: Sequence[str], iterations: int,
-              callback: Optional[Callable[[dict], None]] = None) -> List[Metrics]:
+    def train(self, prompts, iterations: int, callback: Optional[Callable[[dict], None]] = None,
+              prompt_column: Optional[str] = None) -> List[Metrics]:
         """Run ``iterations`` PPO iterations, each on ``batch_size`` prompts drawn in passes over a
-        fresh shuffle of ``prompts`` (strings, or lists of token ids); returns the list of
-        per-iteration metrics (see :meth:`step`). ``callback(metrics)`` runs after each iteration.
+        fresh shuffle of ``prompts``; returns the list of per-iteration metrics (see :meth:`step`).
+        ``callback(metrics)`` runs after each iteration.
+
+        ``prompts``: a list of strings, of token-id lists, or (with ``apply_chat_template``) of
+        conversations (lists of ``{"role", "content"}`` messages); or a ``datasets.Dataset`` whose
+        column ``prompt_column`` holds them. On several ranks every rank passes the same prompts and
+        samples its share of each batch.
 
         A tqdm bar shows progress (``config.progress=False`` hides it); with ``config.log_dir``
-        every iteration is appended to ``metrics.jsonl`` and ``metrics.csv`` there."""
+        every iteration is appended to ``metrics.jsonl`` and ``metrics.csv`` there, and
+        ``config.report_to`` sends it to TensorBoard, W&B or trackio."""
         from tqdm.auto import tqdm
 
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
             raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
         if callback is not None and not callable(callback):
             raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
+        prompts = prompt_list(prompts, prompt_column)
         token_ids = self.encode_prompts(prompts)
-        texts = list(prompts) if all(isinstance(p, str) for p in prompts) else \
-            self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        texts = self._prompt_texts(prompts, token_ids)
         self._bind_prompts(texts)
         history = []
-        bar = tqdm(range(iterations), desc="PPO", disable=not self.config.progress, leave=False)
+        bar = tqdm(range(iterations), desc="PPO", disable=not (self.config.progress and self.is_main_process),
+                   leave=False)
         for _ in bar:
             indices = self._next_indices(len(texts))
+            if self._dp is not None:  # every rank drew the same batch: this rank samples its share
+                indices = indices[self._dp.rows(len(indices))]
             metrics = self.step([texts[i] for i in indices], [token_ids[i] for i in indices])
             bar.set_postfix(reward=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
             history.append(metrics)
             if callback is not None:
                 callback(metrics)
         bar.close()
+        if self.reporter is not None:
+            self.reporter.close()
         return history
+
+    def _prompt_texts(self, prompts: list, token_ids: List[List[int]]) -> List[str]:
+        """What the reward function reads as each prompt: the string (a conversation's last user
+        message), or the decoded token ids."""
+        if all(isinstance(p, str) or is_conversation(p) for p in prompts):
+            return [prompt_text(p) for p in prompts]
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -715,16 +876,33 @@ class PPOTrainer:
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "history": [dict(m) for m in self.history],
-            "policy": self.policy.state_dict(),
+            # a LoRA policy: its adapters only (the base weights never change)
+            "policy": self._policy_state(),
+            "lora_config": self._lora_config(),
             "value": self._value_module().state_dict() if self._value_module() is not None else None,
             "value_kind": self._value_kind(),
             "ref": self.ref_policy.state_dict() if self._owns_ref else None,
+            "ref_kind": self._ref_kind,
+            "wandb_run_id": self.reporter.run_id if self.reporter is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "kl_controller": self.kl_ctl.state_dict(),
             "prompts": {"order": list(self._order), "pos": self._pos, "fingerprint": self._fingerprint},
             "rng": capture_rng_state(sample=self._sample_gen, shuffle=self._shuffle_gen),
         }
+
+    def _policy_state(self) -> dict:
+        if not self.lora:
+            return self.policy.state_dict()
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(self.policy)
+
+    def _lora_config(self) -> Optional[dict]:
+        """The adapter's peft config as a dict (to wrap a base model again on :meth:`load`)."""
+        if not self.lora:
+            return None
+        return self.policy.peft_config[self.policy.active_adapter].to_dict()
 
     def _value_module(self) -> Optional[nn.Module]:
         return self.value_head if self.value_head is not None else self.value_model
@@ -736,17 +914,23 @@ class PPOTrainer:
 
     def save(self, path) -> Path:
         """Write a checkpoint to ``path`` atomically (temporary file + rename): weights of the
-        policy, the value function and (when the trainer made it) the reference, the optimizer,
-        the KL controller, the iteration counter, the prompt-sampling position and every RNG."""
+        policy (of its LoRA adapters alone for a peft model), the value function and (when the
+        trainer made it) the reference, the optimizer, the KL controller, the iteration counter,
+        the prompt-sampling position and every RNG. On several ranks rank 0 writes it (every rank
+        holds the same state) and every rank waits until it is written."""
         if Path(path).is_dir():
             raise ValueError(f"path {str(path)!r} is a folder: give a file name, e.g. {str(Path(path) / 'checkpoint.pt')!r}")
-        return atomic_torch_save(self.state_dict(), path)
+        if self.is_main_process:
+            atomic_torch_save(self.state_dict(), path)
+        if self._dp is not None:
+            self._dp.barrier()
+        return Path(path)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s state. Everything is checked (format, value function,
         parameter names and shapes) before anything is changed."""
         self._check_state(state)
-        self.policy.load_state_dict(state["policy"])
+        self._load_policy_state(state["policy"])
         if self._value_module() is not None:
             self._value_module().load_state_dict(state["value"])
         if state["ref"] is not None:
@@ -760,6 +944,18 @@ class PPOTrainer:
         prompts = state["prompts"]
         self._order, self._pos, self._fingerprint = list(prompts["order"]), int(prompts["pos"]), prompts["fingerprint"]
         restore_rng_state(state["rng"], sample=self._sample_gen, shuffle=self._shuffle_gen)
+        if self.reporter is not None and state.get("wandb_run_id"):
+            self.reporter.run_id = state["wandb_run_id"]
+
+    def _load_policy_state(self, policy_state: dict) -> None:
+        if not self.lora:
+            self.policy.load_state_dict(policy_state)
+            return
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.policy, policy_state)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"the checkpoint's adapters do not fit this policy (unexpected {result.unexpected_keys[:3]})")
 
     def _check_state(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -767,13 +963,17 @@ class PPOTrainer:
             raise ValueError(f"not a {CHECKPOINT_FORMAT} checkpoint (format={found!r})")
         if state["value_kind"] != self._value_kind():
             raise ValueError(f"checkpoint has a value {state['value_kind']}, this trainer a value {self._value_kind()}")
+        if bool(state.get("lora_config")) != self.lora:
+            saved, this = ("LoRA adapters", "a full policy") if state.get("lora_config") else ("a full policy", "LoRA")
+            raise ValueError(f"the checkpoint holds {saved} but this trainer trains {this}: pass a policy of the saved kind")
         if state["ref"] is not None and not self._owns_ref:
             raise ValueError("this checkpoint holds its own frozen copy of the starting policy as the reference: "
                              "pass ref_policy=None to resume it (a given ref_policy is never overwritten)")
-        for role, module in (("policy", self.policy), ("value", self._value_module()),
-                             ("ref", self.ref_policy if state["ref"] is not None else None)):
-            if module is not None:
-                _check_same_architecture(role, module.state_dict(), state[role])
+        value = self._value_module()
+        for role, current in (("policy", self._policy_state()), ("value", value.state_dict() if value is not None else None),
+                              ("ref", self.ref_policy.state_dict() if state["ref"] is not None else None)):
+            if current is not None:
+                _check_same_architecture(role, current, state[role])
 
     @classmethod
     def load(cls, path, policy, tokenizer, reward, ref_policy=None, value_model=None, reward_tokenizer=None,
@@ -781,15 +981,20 @@ class PPOTrainer:
         """Rebuild a trainer from :meth:`save`'s file and continue where it stopped.
 
         ``policy`` (and ``value_model`` if the run had one) must have the saved architecture;
-        their weights are replaced by the checkpoint's. ``reward`` is passed again (a callable
-        cannot be saved). ``config_overrides`` change run-only fields such as ``progress``,
-        ``log_dir`` or ``device``."""
+        their weights are replaced by the checkpoint's. For a LoRA run, ``policy`` is the base model
+        (wrapped here with the saved LoRA config) or the base model already wrapped by peft; the
+        saved adapters replace its own. ``reward`` is passed again (a callable cannot be saved).
+        ``config_overrides`` change run-only fields such as ``progress``, ``log_dir`` or ``device``."""
         state = load_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
         config = PPOConfig.from_dict({**state["config"], **config_overrides})
-        if state["ref"] is None and ref_policy is None:
+        if state.get("ref_kind", "copy" if state["ref"] is not None else "given") == "given" and ref_policy is None:
             raise ValueError("this checkpoint was trained with a user-given ref_policy: pass it again")
+        if state.get("lora_config") and not is_peft_model(policy):
+            import peft
+
+            policy = peft.get_peft_model(policy, peft.PeftConfig.from_peft_type(**state["lora_config"]))
         trainer = cls(policy, tokenizer, reward, config, ref_policy=ref_policy, value_model=value_model,
                       reward_tokenizer=reward_tokenizer)
         trainer.load_state_dict(state)
@@ -830,6 +1035,15 @@ class _StepMeans:
 
     def add_step(self, grad_norm: Tensor) -> None:
         self.grad_norms.append(grad_norm)
+
+    def sum_over_ranks(self, dp: DataParallel) -> None:
+        """Each rank summed its share of every minibatch (weighted by the minibatch's real tokens):
+        the sums over the ranks are the one-process sums. One all-reduce; the gradient norms,
+        taken after DDP's averaging, are the same on every rank already."""
+        names = sorted(self.sums)
+        total = torch.stack([self.sums[n].float() for n in names])
+        dp.dist.all_reduce(total)
+        self.sums = dict(zip(names, total))
 
     def read(self, check_finite: bool) -> Dict[str, float]:
         steps = len(self.grad_norms)
