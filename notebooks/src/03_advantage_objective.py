@@ -118,36 +118,31 @@ ON_GPU = DEVICE.type == "cuda"
 # its reason, in the style of {cite}`achiam2018spinningup`; the code cells below check them
 # with `sympy` (`verify()` raises on the first line that does not hold).
 #
-# $$
-# \begin{aligned}
-# \nabla_\theta J(\theta)
-#   &= \nabla_\theta \sum_\tau \Pr_\theta(\tau) R(\tau)
-#   && \text{(definition of the expectation)}\\
-#   &= \sum_\tau \nabla_\theta \Pr_\theta(\tau)\, R(\tau)
-#   && \text{(gradient of a sum; } R \text{ does not depend on } \theta)\\
-#   &= \sum_\tau \Pr_\theta(\tau)\,\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)
-#   && \text{(log-derivative trick: } \nabla p = p\,\nabla\log p)\\
-#   &= \mathbb{E}_{\tau\sim\Pr_\theta}\Big[\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)\Big]
-#   && \text{(a probability-weighted sum is an expectation)}\\
-#   &= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, R(\tau)\Big]
-#   && \text{(dynamics and start state drop out)}\\
-#   &= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, \textstyle\sum_{t' \geq t} r_{t'}\Big]
-#   && \text{(reward-to-go: an action cannot change the past)}\\
-#   &= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, \big(\textstyle\sum_{t' \geq t} r_{t'} - b(s_t)\big)\Big]
-#   && \text{(a baseline adds zero in expectation)}\\
-#   &= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, A(s_t, a_t)\Big]
-#   && \text{(expected reward-to-go is } Q\text{; with } b = V \text{ the weight is } A).
-# \end{aligned}
-# $$
+# 1. the definition of the expectation:
+#    $$\nabla_\theta J(\theta) = \nabla_\theta \sum_\tau \Pr_\theta(\tau) R(\tau)$$
+# 2. the gradient of a sum is the sum of the gradients, and $R$ does not depend on $\theta$:
+#    $$= \sum_\tau \nabla_\theta \Pr_\theta(\tau)\, R(\tau)$$
+# 3. the log-derivative trick, $\nabla p = p\,\nabla\log p$:
+#    $$= \sum_\tau \Pr_\theta(\tau)\,\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)$$
+# 4. a probability-weighted sum is an expectation:
+#    $$= \mathbb{E}_{\tau\sim\Pr_\theta}\big[\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)\big]$$
+# 5. the dynamics and the start state drop out:
+#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, R(\tau)\Big]$$
+# 6. reward-to-go, since an action cannot change the past:
+#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t) \sum_{t' \geq t} r_{t'}\Big]$$
+# 7. a baseline adds zero in expectation:
+#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t) \Big(\sum_{t' \geq t} r_{t'} - b(s_t)\Big)\Big]$$
+# 8. the expected reward-to-go is $Q$, and with $b = V$ the weight is $A$:
+#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, A(s_t, a_t)\Big]$$
 #
-# The third line, the {term}`log-derivative trick`, is the heart of it. The sum
+# Step 3, the {term}`log-derivative trick`, is the heart of it. The sum
 # $\sum_\tau \nabla_\theta\Pr_\theta(\tau) R(\tau)$ cannot be estimated from samples, because it
 # is not an average under any distribution we can sample from. Multiplying and dividing by
 # $\Pr_\theta(\tau)$ turns it into one: an expectation under the policy itself, which every
 # {term}`rollout` samples for free.
 #
 # **The score function.** The factor $\nabla_\theta\log\pi_\theta(a \mid s)$ that appears from the
-# fifth line on has a name: the **{term}`score function`** of the policy (a term from
+# fifth step on has a name: the **{term}`score function`** of the policy (a term from
 # statistics, where the gradient of a log-likelihood is called the score). It is the direction in
 # parameter space that makes action $a$ likelier in state $s$, and its expectation under the
 # policy is zero, $\mathbb{E}_{a\sim\pi_\theta}[\nabla_\theta\log\pi_\theta(a \mid s)] =
@@ -873,6 +868,8 @@ ordering_quiz(
 # %% [markdown]
 # ```{solution} u3-ex-order
 # :class: dropdown
+#
+# The order is that of the first five steps of section 2, each with its reason:
 #
 # 1. $\nabla_\theta J(\theta) = \nabla_\theta\sum_\tau \Pr_\theta(\tau) R(\tau)$ (definition);
 # 2. $= \sum_\tau \nabla_\theta\Pr_\theta(\tau) R(\tau)$ (gradient of a sum; $R$ is free of $\theta$);
