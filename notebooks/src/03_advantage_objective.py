@@ -118,22 +118,53 @@ ON_GPU = DEVICE.type == "cuda"
 # its reason, in the style of {cite}`achiam2018spinningup`; the code cells below check them
 # with `sympy` (`verify()` raises on the first line that does not hold).
 #
-# 1. the definition of the expectation:
-#    $$\nabla_\theta J(\theta) = \nabla_\theta \sum_\tau \Pr_\theta(\tau) R(\tau)$$
-# 2. the gradient of a sum is the sum of the gradients, and $R$ does not depend on $\theta$:
-#    $$= \sum_\tau \nabla_\theta \Pr_\theta(\tau)\, R(\tau)$$
-# 3. the log-derivative trick, $\nabla p = p\,\nabla\log p$:
-#    $$= \sum_\tau \Pr_\theta(\tau)\,\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)$$
-# 4. a probability-weighted sum is an expectation:
-#    $$= \mathbb{E}_{\tau\sim\Pr_\theta}\big[\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)\big]$$
-# 5. the dynamics and the start state drop out:
-#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, R(\tau)\Big]$$
-# 6. reward-to-go, since an action cannot change the past:
-#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t) \sum_{t' \geq t} r_{t'}\Big]$$
-# 7. a baseline adds zero in expectation:
-#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t) \Big(\sum_{t' \geq t} r_{t'} - b(s_t)\Big)\Big]$$
-# 8. the expected reward-to-go is $Q$, and with $b = V$ the weight is $A$:
-#    $$= \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, A(s_t, a_t)\Big]$$
+# **1.** the definition of the expectation:
+#
+# $$
+# \nabla_\theta J(\theta) = \nabla_\theta \sum_\tau \Pr_\theta(\tau) R(\tau)
+# $$
+#
+# **2.** the gradient of a sum is the sum of the gradients, and $R$ does not depend on $\theta$:
+#
+# $$
+# = \sum_\tau \nabla_\theta \Pr_\theta(\tau)\, R(\tau)
+# $$
+#
+# **3.** the log-derivative trick, $\nabla p = p\,\nabla\log p$:
+#
+# $$
+# = \sum_\tau \Pr_\theta(\tau)\,\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)
+# $$
+#
+# **4.** a probability-weighted sum is an expectation:
+#
+# $$
+# = \mathbb{E}_{\tau\sim\Pr_\theta}\big[\nabla_\theta\log\Pr_\theta(\tau)\, R(\tau)\big]
+# $$
+#
+# **5.** the dynamics and the start state drop out:
+#
+# $$
+# = \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, R(\tau)\Big]
+# $$
+#
+# **6.** reward-to-go, since an action cannot change the past:
+#
+# $$
+# = \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t) \sum_{t' \geq t} r_{t'}\Big]
+# $$
+#
+# **7.** a baseline adds zero in expectation:
+#
+# $$
+# = \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t) \Big(\sum_{t' \geq t} r_{t'} - b(s_t)\Big)\Big]
+# $$
+#
+# **8.** the expected reward-to-go is $Q$, and with $b = V$ the weight is $A$:
+#
+# $$
+# = \mathbb{E}_{\tau}\Big[\sum_{t} \nabla_\theta\log\pi_\theta(a_t \mid s_t)\, A(s_t, a_t)\Big]
+# $$
 #
 # Step 3, the {term}`log-derivative trick`, is the heart of it. The sum
 # $\sum_\tau \nabla_\theta\Pr_\theta(\tau) R(\tau)$ cannot be estimated from samples, because it
