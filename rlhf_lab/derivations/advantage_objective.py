@@ -1,8 +1,8 @@
 """Unit 3: the policy gradient with advantages.
 
 ∇_θ J = E_τ[∇_θ log Pr_θ(τ) R(τ)] (log-derivative trick); only the policy's factors of Pr_θ(τ)
-depend on θ, so ∇_θ log Pr_θ(τ) = Σ_t ∇_θ log π_θ(a_t|s_t). For a softmax policy the score is
-e_a − π; a baseline does not bias the gradient because E_a[∇ log π(a)] = 0. Maximizing
+depend on θ, so ∇_θ log Pr_θ(τ) = Σ_t ∇_θ log π_θ(a_t|s_t). For a softmax policy the score function
+is e_a − π; a baseline does not bias the gradient because E_a[∇ log π(a)] = 0. Maximizing
 Σ_t log π_θ(a_t|s_t) A(s_t, a_t) raises actions with A > 0 and lowers those with A < 0; the A2C
 loss is its negative.
 """
@@ -102,7 +102,7 @@ def dynamics_drop_out() -> Derivation:
     PI = r"\pi_\theta(a_t \mid s_t)"
     DYN = r"P(s_{t+1} \mid s_t, a_t)"
     return Derivation(
-        title="The environment's dynamics drop out of the score",
+        title="The environment's dynamics drop out of the score function",
         intro=(r"A trajectory $\tau = (s_0, a_0, \dots, s_T)$ has "
                r"$\Pr_\theta(\tau) = \rho_0(s_0)\prod_{t=0}^{T-1}" + PI + DYN + r"$; "
                r"only $\pi_\theta$ depends on $\theta$."),
@@ -150,7 +150,7 @@ def reward_to_go() -> Derivation:
                   tex_lhs=r"\mathbb{E}\big[\nabla_z\log\pi_\theta(a_2)\,r_1(a_1)\big]",
                   tex_rhs=(r"\sum_{a_1} p(a_1)\,r_1(a_1)\sum_{a_2}\pi_\theta(a_2)"
                            r"\,\nabla_z\log\pi_\theta(a_2)")),
-            then(sp.zeros(3, 1), "the expected score is 0, as for a baseline",
+            then(sp.zeros(3, 1), "the expected score function is 0, as for a baseline",
                  subs=_WEIGHTS_ARE_PI, tex_rhs="0"),
             equal(expect(lambda a1, a2: r1[a1] + r2[a1, a2]), expect(lambda a1, a2: r2[a1, a2]),
                   "only the reward-to-go remains",
@@ -175,7 +175,7 @@ def softmax_score() -> Derivation:
                            tex_lhs=rf"\nabla_z \log\pi_\theta(a_{a + 1})",
                            tex_rhs=rf"e_{a + 1} - \pi_\theta"))
     return Derivation(
-        title="The score of a softmax policy is e_a − π",
+        title="The score function of a softmax policy is e_a − π",
         intro=(r"Three actions with logits $z = (z_1, z_2, z_3)$ and "
                r"$\pi_\theta(a) = e^{z_a} / \sum_b e^{z_b}$; $e_a$ is the one-hot vector of "
                r"action $a$."),
@@ -202,7 +202,7 @@ def baseline_unbiased() -> Derivation:
         steps=[
             equal(expected_score, sum((w[a] * (_e(a) - pi3) for a in range(3)),
                                       sp.zeros(3, 1)),
-                  "softmax score e_a − π",
+                  "score function of the softmax, e_a − π",
                   tex_lhs=r"\mathbb{E}_{a\sim\pi_\theta}[\nabla_z\log\pi_\theta(a)]",
                   tex_rhs=r"\sum_a \pi_\theta(a)\,(e_a - \pi_\theta)"),
             then(sp.Matrix(w) - pi3 * sum(w), "Σ_a π(a) e_a = π",
@@ -241,7 +241,7 @@ def three_action_example() -> Derivation:
         name=f"{_MOD}.three_action_example",
         steps=[
             equal(grad, sum((adv[a] * (_e(a) - pi3) for a in range(3)), sp.zeros(3, 1)),
-                  "softmax score e_a − π for each action",
+                  "score function of the softmax, e_a − π, for each action",
                   tex_lhs=r"\nabla_z L", tex_rhs=r"\sum_a A(a)\,(e_a - \pi_\theta)"),
             equal(grad_at_uniform,
                   sp.Matrix([sp.Rational(5, 3), sp.Rational(-4, 3), sp.Rational(-1, 3)]),
@@ -289,7 +289,7 @@ def a2c_loss() -> Derivation:
                   tex_lhs=r"\nabla_\theta\mathcal{L}_{\mathrm{A2C}}",
                   tex_rhs=r"-\nabla_\theta J_A(\theta)"),
             then(-sp.Sum(A[t] * sp.Derivative(sp.log(pi(t, theta)), theta), (t, 0, T - 1)),
-                 "score of each action, weighted by its advantage",
+                 "score function of each action, weighted by its advantage",
                  tex_rhs=(r"-\sum_{t=0}^{T-1} A(s_t, a_t)\,\nabla_\theta\log " + PI)),
         ],
     )

@@ -64,6 +64,10 @@ def optimal_policy() -> Derivation:
     rj, lam = sp.symbols("r_j lambda", real=True)
     # the terms of E_π[r] − β KL(π‖π_ref) + λ(Σ π − 1) that depend on π(y_j)
     lagrangian_j = pj * rj - beta * pj * sp.log(pj / qj) + lam * pj
+    # two of the terms, for a mixed second derivative of the separable objective
+    pk, qk = sp.symbols("p_k q_k", positive=True)
+    rk = sp.Symbol("r_k", real=True)
+    lagrangian_pair = lagrangian_j + pk * rk - beta * pk * sp.log(pk / qk) + lam * pk
     stationarity = sp.diff(lagrangian_j, pj)
     C = sp.exp(lam / beta - 1)
     Zsum = _sum(q[i] * sp.exp(r[i] / beta))
@@ -72,9 +76,11 @@ def optimal_policy() -> Derivation:
         intro=(r"Maximize $\mathbb{E}_{y\sim\pi}[r(x,y)] - \beta\,\mathrm{KL}(\pi \,\|\, "
                r"\pi_{\mathrm{ref}})$ over distributions $\pi(\cdot \mid x)$ with the "
                r"multiplier $\lambda$ for $\sum_y \pi(y \mid x) = 1$; $p_j = \pi(y_j \mid x)$, "
-               r"$q_j = \pi_{\mathrm{ref}}(y_j \mid x)$, $r_j = r(x, y_j)$."),
+               r"$q_j = \pi_{\mathrm{ref}}(y_j \mid x)$, $r_j = r(x, y_j)$; the normalizer is "
+               r"$Z(x) = \sum_y \pi_{\mathrm{ref}}(y \mid x)\, e^{r(x,y)/\beta}$; "
+               r"$\mathcal{L}$ is the Lagrangian in the brackets of the first step."),
         name=f"{_MOD}.optimal_policy",
-        symbol_names={pj: "p_j", qj: "q_j", rj: "r_j"},
+        symbol_names={pj: "p_j", qj: "q_j", rj: "r_j", pk: "p_k", qk: "q_k", rk: "r_k"},
         steps=[
             equal(sp.Derivative(lagrangian_j, pj), rj - beta * sp.log(pj / qj) - beta + lam,
                   "only the terms of y_j depend on p_j",
@@ -88,14 +94,19 @@ def optimal_policy() -> Derivation:
                            r"e^{\lambda/\beta - 1}: \quad r_j - \beta\log\frac{p_j}{q_j} - "
                            r"\beta + \lambda"),
                   tex_rhs="0"),
+            equal(sp.Derivative(lagrangian_pair, pk, pj), 0,
+                  "for k ≠ j: the objective is a sum of one term per p_j, so its Hessian is diagonal",
+                  tex_lhs=r"\frac{\partial^2 \mathcal{L}}{\partial p_k\,\partial p_j}",
+                  tex_rhs="0"),
             holds(sp.StrictLessThan(sp.Derivative(lagrangian_j, (pj, 2)), 0, evaluate=False),
-                  "concave in each p_j: the stationary point is the maximum",
-                  tex=r"\frac{\partial^2}{\partial p_j^2} = -\frac{\beta}{p_j} &< 0"),
+                  "every diagonal entry is negative at every p_j > 0: the objective is strictly "
+                  "concave on the simplex, and the stationary point, interior because every "
+                  "p_j > 0, is its unique maximum",
+                  tex=r"\frac{\partial^2 \mathcal{L}}{\partial p_j^2} = -\frac{\beta}{p_j} &< 0"),
             equal(_sum(q[i] * sp.exp(r[i] / beta) / Zsum), 1,
-                  "normalization fixes exp(λ/β − 1) = 1/Z(x)",
-                  tex_lhs=(r"\sum_{y} \frac{\pi_{\mathrm{ref}}(y \mid x)\, e^{r(x,y)/\beta}}"
-                           r"{Z(x)}, \quad Z(x) = \sum_{y} \pi_{\mathrm{ref}}(y \mid x)\, "
-                           r"e^{r(x,y)/\beta}"),
+                  "the probabilities sum to one: this fixes the common factor of step 2 to 1/Z(x)",
+                  tex_lhs=(r"\sum_{y} \pi^*(y \mid x) = \frac{1}{Z(x)}\sum_{y} "
+                           r"\pi_{\mathrm{ref}}(y \mid x)\, e^{r(x,y)/\beta}"),
                   tex_rhs="1"),
         ],
     )
