@@ -300,7 +300,7 @@ plt.show()
 gaps = {beta: gap(optimal_policy(REF, REWARD, beta), kp.forward_kl_optimum(REF, REWARD, beta))
         for beta in (0.2, 1.0, 5.0)}
 assert gaps[0.2] > 5 * gaps[1.0] > 25 * gaps[5.0]
-print("largest difference π* − forward optimum: "
+print("max |π* − forward optimum|: "
       + ", ".join(f"β = {b:g}: {g:.3f}" for b, g in gaps.items()))
 
 # %% [markdown]
