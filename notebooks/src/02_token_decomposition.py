@@ -166,7 +166,8 @@ def token_strings(ids):
 
 prompt = chat(QUESTION)
 ids, mask, P = make_batch([prompt], [TARGET])
-print(f"prompt: {P} tokens; response tokens: {token_strings(ids[0, P:])}")
+print(f"prompt: {P} tokens; response tokens: {len(ids[0, P:])}")
+print(textwrap.fill(" ".join(token_strings(ids[0, P:])), width=76))
 
 # %% [markdown]
 # ### A few fine-tuning steps make the policy
@@ -296,8 +297,8 @@ seq_penalty = (sequence_logprob_from_loss(policy, ids2, mask2, P2)
 token_sum = sequence_log_ratio(logp_theta, logp_ref, resp_mask).cpu()
 print("log π_θ(y|x) − log π_ref(y|x), two ways:")
 for b, name in enumerate(["tuned", "unseen"]):
-    print(f"  {name:<7} sum of the per-token penalties {token_sum[b]:+.4f},"
-          f" from the models' losses {seq_penalty[b]:+.4f}")
+    print(f"  {name:<7} sum of per-token penalties {token_sum[b]:+.4f},"
+          f" from the losses {seq_penalty[b]:+.4f}")
 assert torch.allclose(token_sum, seq_penalty, atol=1e-3), (token_sum, seq_penalty)
 print("✔ the per-token penalties add up to the sequence penalty")
 

@@ -42,8 +42,8 @@
 # **Where it sits.** [Unit 4](04_kl_regularized_objective.ipynb) showed that the KL-regularized
 # objective has a closed-form optimum $\pi^* \propto \pi_{\mathrm{ref}}\, e^{r/\beta}$ that cannot be
 # computed for a language model. This unit shows how PPO approaches it by sampling, one small,
-# clipped step at a time. Unit 6 then goes beyond PPO: methods without a critic, and DPO against
-# PPO.
+# clipped step at a time. [Unit 6](06_beyond_ppo.ipynb) then goes beyond PPO: what the KL term
+# really optimizes, and the group methods that drop the critic.
 
 # %%
 # On Colab (or wherever rlhf_lab is missing) this installs it with the course's extras, and the
@@ -1534,8 +1534,10 @@ check_number(answer, summary[b_small]["kl_at_peak"], rtol=0.25,
 # This closes the PPO part of the course: from a penalty on one trajectory (unit 1) to a full
 # RLHF run. Unit 4 §6 already derived and ran Direct Preference Optimization
 # {cite}`rafailov2023dpo`, which uses the closed-form optimum to skip the reward model and the
-# sampling loop; unit 6 (*Beyond PPO*) sets DPO and the critic-free methods
-# (RLOO, GRPO) against PPO.
+# sampling loop. [Unit 6](06_beyond_ppo.ipynb) (*Beyond PPO*) asks what each placement of the KL
+# term optimizes and drops the critic (RLOO, GRPO, Dr. GRPO); the page
+# {doc}`../book/reading_a_training_run` collects the symptoms of a run gone
+# wrong and where this course shows each one.
 #
 # ## References
 #
