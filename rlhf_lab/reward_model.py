@@ -35,12 +35,15 @@ Tensor = torch.Tensor
 Pair = Union[Tuple[str, str, str], Mapping[str, str]]
 
 
-def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> Tuple[Tensor, Tensor]:
+def bradley_terry_loss(chosen: Tensor,
+                       rejected: Tensor) -> Tuple[Tensor, Tensor]:
     r"""``(loss, accuracy)``: :math:`-\operatorname{mean}\log\sigma(r_w - r_l)` and the share of
     pairs with :math:`r_w > r_l`, a tie counting one half (a constant model scores 50 %, chance).
     Uses ``logsigmoid`` (stable for large margins)."""
-    if not isinstance(chosen, Tensor) or not isinstance(rejected, Tensor) or chosen.shape != rejected.shape:
-        raise ValueError("chosen and rejected must be tensors of the same shape")
+    # lines of at most 76 characters: unit 5 shows this code in the book
+    tensors = isinstance(chosen, Tensor) and isinstance(rejected, Tensor)
+    if not tensors or chosen.shape != rejected.shape:
+        raise ValueError("chosen and rejected must be tensors of one shape")
     if chosen.numel() == 0:
         raise ValueError("chosen is empty")
     margin = chosen.float() - rejected.float()

@@ -67,19 +67,24 @@ def encode_examples(tokenizer, pairs: Sequence[Tuple[str, str]], add_eos: bool =
     return torch.cat([pid, rid], dim=1), torch.cat([pmask, rmask], dim=1), pid.shape[1]
 
 
-def sft_loss(model, input_ids, attention_mask, response_start: int, prompt_loss: bool = False) -> torch.Tensor:
+def sft_loss(model, input_ids, attention_mask, response_start: int,
+             prompt_loss: bool = False) -> torch.Tensor:
     r"""Mean negative log-likelihood of the response tokens (:math:`\mathcal{L}_{\text{SFT}}`).
 
     With ``prompt_loss`` every real token but each row's first is a target."""
+    # lines of at most 76 characters: unit 5 shows this code in the book
     if not prompt_loss:
-        logp = sequence_logprobs(model, input_ids, attention_mask, response_start)
+        logp = sequence_logprobs(model, input_ids, attention_mask,
+                                 response_start)
         m = attention_mask[:, response_start:].to(logp.dtype)
     else:
         logp = sequence_logprobs(model, input_ids, attention_mask, 1)
-        first = position_ids_from_mask(attention_mask)[:, 1:] == 0  # a row's first real token has no context
+        # a row's first real token has no context: it is no target
+        first = position_ids_from_mask(attention_mask)[:, 1:] == 0
         m = (attention_mask[:, 1:].bool() & ~first).to(logp.dtype)
     if not bool(m.sum() > 0):
-        raise ValueError("attention_mask selects no target token (every response is empty)")
+        raise ValueError("attention_mask selects no target token "
+                         "(every response is empty)")
     return -masked_mean(logp, m)
 
 
