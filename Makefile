@@ -136,7 +136,12 @@ MIN_SKIP ?= trackio
 MIN_TOOLS ?= pytest,pytest-xdist,hypothesis,jupytext,ruff
 # A speed budget belongs to the locked environment, not to a floor (sympy 1.12 verifies the
 # derivations, ~25% slower than 1.14).
-MIN_DESELECT ?= tests/test_derivations.py::test_verify_all_is_fast_from_a_cold_start
+# The GPU check's smoke test converts a notebook with nbconvert, a book tool the floors leave out.
+# transformers 4.56 reads SmolLM2's GGUF tokenizer with another eos id than the lock's release
+# (the chat-template test checks the current reading).
+MIN_DESELECT ?= tests/test_derivations.py::test_verify_all_is_fast_from_a_cold_start \
+  tests/test_benchmarks.py::test_gpu_check_runs_in_smoke_mode_on_cpu \
+  tests/test_ppo_prompts.py::test_smollm2_instruct_template_and_im_end
 min-versions:
 	@test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip packaging
