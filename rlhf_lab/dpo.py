@@ -22,37 +22,18 @@ A batch is one forward of ``2B`` rows: the ``B`` chosen responses, then the ``B`
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .logprobs import check_fits_model, sequence_logprobs
 from .masked import check_scalar
 from .objectives import DPO_LOSS_TYPES, dpo_loss
+from .reward_model import Pair, as_triples
 from .sft import encode_examples
 from .utils import resolve_device, seeded_torch
 
 Tensor = torch.Tensor
-Pair = Union[Tuple[str, str, str], Mapping[str, str]]
-
-
-def as_triples(pairs: Sequence[Pair]) -> List[Tuple[str, str, str]]:
-    """``(prompt, chosen, rejected)`` tuples from tuples or dicts with those keys (TRL's column
-    names); ``ValueError`` naming the bad item."""
-    out = []
-    for i, p in enumerate(pairs):
-        if isinstance(p, Mapping):
-            try:
-                out.append((p["prompt"], p["chosen"], p["rejected"]))
-            except KeyError as k:
-                raise ValueError(f"pairs[{i}] lacks the key {k}") from None
-        elif isinstance(p, (tuple, list)) and len(p) == 3:
-            out.append(tuple(p))
-        else:
-            raise ValueError(f"pairs[{i}] must be (prompt, chosen, rejected) or a dict with those keys")
-    if not out:
-        raise ValueError("pairs is empty")
-    return out
 
 
 def encode_pairs(tokenizer, pairs: Sequence[Pair], add_eos: bool = True, device=None):

@@ -54,7 +54,9 @@ def _pairwise_accuracy(margin: Tensor) -> Tensor:
     return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
 
 
-def _as_triples(pairs: Sequence[Pair]) -> List[Tuple[str, str, str]]:
+def as_triples(pairs: Sequence[Pair]) -> List[Tuple[str, str, str]]:
+    """``(prompt, chosen, rejected)`` tuples from tuples or dicts with those keys (TRL's column
+    names); ``ValueError`` naming the bad item."""
     out = []
     for i, p in enumerate(pairs):
         if isinstance(p, Mapping):
@@ -230,7 +232,7 @@ def train_reward_model(
     """
     from tqdm.auto import tqdm
 
-    triples = _as_triples(pairs)
+    triples = as_triples(pairs)
     if getattr(getattr(model, "config", None), "num_labels", 1) != 1:
         raise ValueError("model must be a sequence-classification model with num_labels=1")
     _check_positive_int("epochs", epochs)
@@ -271,7 +273,7 @@ def reward_accuracy(model, tokenizer, pairs: Sequence[Pair], batch_size: int = 3
                     max_length: Optional[int] = None) -> float:
     """Share of ``pairs`` where the model scores the chosen response above the rejected one (a tie
     counts one half, so a model that scores everything alike gets 50 %, chance level)."""
-    triples = _as_triples(pairs)
+    triples = as_triples(pairs)
     with eval_mode(model):
         chosen = score_texts(model, tokenizer, [p + c for p, c, _ in triples], batch_size, max_length)
         rejected = score_texts(model, tokenizer, [p + r for p, _, r in triples], batch_size, max_length)
