@@ -170,6 +170,102 @@ print(f"prompt: {P} tokens; response tokens: {len(ids[0, P:])}")
 print(textwrap.fill(" ".join(token_strings(ids[0, P:])), width=76))
 
 # %% [markdown]
+# ### What the chat template adds
+#
+# `chat(QUESTION)` does not hand the question to the model as it is. An instruct model was
+# fine-tuned on conversations written in one fixed format, its **chat template**, and `chat`
+# renders the question in it with `tok.apply_chat_template(messages, add_generation_prompt=True)`:
+# a system turn (SmolLM2's template adds a default one), the user's turn, and, because of
+# `add_generation_prompt=True`, the header of the assistant's turn, so that the next token starts
+# an answer. `PPOConfig(apply_chat_template=True)` formats the prompts of a training run the same
+# way (see "Past one CPU" on {doc}`the library page <../book/library>`). These are the tokens the
+# model sees (␣ is a space, ↵ a newline); `<|im_start|>` and `<|im_end|>` are single special
+# tokens that open and close a turn.
+
+# %%
+def shown(token_ids):
+    return " ".join(s.replace("\n", "↵") for s in token_strings(token_ids))
+
+
+if SMOL:
+    messages = [{"role": "user", "content": QUESTION}]
+    templated = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert templated == prompt                        # what chat() returned above
+    raw_ids = tok(QUESTION, add_special_tokens=False)["input_ids"]
+    tmpl_ids = tok(templated, add_special_tokens=False)["input_ids"]
+    print(f"the question alone: {len(raw_ids)} tokens")
+    print(textwrap.fill(shown(raw_ids), width=76))
+    print(f"through the chat template: {len(tmpl_ids)} tokens")
+    print(textwrap.fill(shown(tmpl_ids), width=76))
+    print("special tokens:", ", ".join(f"{t} (id {tok.convert_tokens_to_ids(t)})"
+                                       for t in ["<|im_start|>", "<|im_end|>"]))
+else:
+    print(textwrap.fill("The stand-in has no chat template (its chat() only lower-cases the "
+                        "question): this subsection needs SmolLM2-135M-Instruct.", width=76))
+
+# %% [markdown]
+# What does the format change? Score one fixed response, the target answer followed by
+# `<|im_end|>`, after the bare question and after the templated prompt. Nothing is sampled: each
+# number is $\log\pi_{\mathrm{ref}}(y_t \mid x, y_{<t})$ of the given token, read from one forward
+# pass (teacher forcing), so the numbers are exact. The last column is the difference, token by
+# token; by the decomposition of section 1 its sum is
+# $\log\pi_{\mathrm{ref}}(y \mid x_{\text{template}}) - \log\pi_{\mathrm{ref}}(y \mid x_{\text{raw}})$.
+
+# %%
+def score_after(prompt_ids):
+    """Per-token log-probs [T] of TARGET + EOS after prompt_ids, and the next-token log-probs [V]."""
+    r_ids = tok(TARGET, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    row = torch.tensor([prompt_ids + r_ids], device=DEVICE)
+    with torch.no_grad():
+        z = response_logits(reference, row, torch.ones_like(row), len(prompt_ids))[0].float()
+    return token_logprobs(z, row[0, len(prompt_ids):]).cpu(), torch.log_softmax(z[0], -1).cpu(), r_ids
+
+
+def top_next(next_logp, k=3):
+    top = next_logp.topk(k)
+    return ", ".join(f"{shown([i])} {math.exp(v):.2f}" for v, i in zip(top.values.tolist(),
+                                                                         top.indices.tolist()))
+
+
+if SMOL:
+    lp_raw, next_raw, r_ids = score_after(raw_ids)
+    lp_tmpl, next_tmpl, _ = score_after(tmpl_ids)
+    gain = (lp_tmpl - lp_raw).tolist()
+    rows = [[t, a, b, d] for t, a, b, d in zip(shown(r_ids).split(" "), lp_raw.tolist(),
+                                              lp_tmpl.tolist(), gain)]
+    display(table(rows, ["token", "raw question", "chat template", "difference"],
+                  colors=[[None, None, None, c] for c in diverging_colors(gain)],
+                  formats=[None, ".2f", ".2f", "+.2f"],
+                  caption=f"log π_ref(y_t | ·) of the target answer; sums {lp_raw.sum():.2f} (raw) "
+                          f"and {lp_tmpl.sum():.2f} (template), difference {sum(gain):+.2f}"))
+    print("likeliest next tokens after the prompt, with their probabilities:")
+    print("  raw question: ", top_next(next_raw))
+    print("  chat template:", top_next(next_tmpl))
+    # measured (default and AVX2 kernels, 1 and 2 threads): the margins below are wide
+    eos = tok.eos_token_id
+    assert next_raw.argmax() == eos and next_raw[eos].exp() > 0.5       # the user's turn ends
+    assert eos not in next_tmpl.topk(20).indices and next_tmpl[eos] < -8  # an answer starts
+    assert gain[0] > 10 and sum(gain) > 5                                # "Good" first: far likelier
+    assert gain[-1] < -3                                                 # stopping there: less likely
+
+# %% [markdown]
+# Read the first and the last rows. After the bare question SmolLM2 takes the text for a user's
+# message that has just been typed: its likeliest next token is `<|im_end|>`, closing the user's
+# turn (probability 0.58), and an answer beginning straight away with "Good" gets $-15.66$, a
+# probability of $1.6 \times 10^{-7}$. After the template the next token opens an answer (the three
+# likeliest are all answer openers) and "Good" gets $-2.94$. The whole answer is
+# $e^{9.53} \approx 14\,000$ times likelier, almost all of it in the first token. Not every term
+# grows: the closing `<|im_end|>` falls from $-3.19$ to $-7.78$: in the assistant's turn SmolLM2
+# expects more than one short sentence before it stops.
+#
+# For RLHF this matters twice. The rollout should sample from the prompts the model was trained
+# to answer, so instruct models get the template. And every model that scores a response, the
+# policy, the reference, the reward model, must see the same formatting: the difference column
+# is exactly the per-token penalty that a policy *identical* to its reference would get if the
+# rollout used the template and the reference were scored on the bare question. Like the
+# temperature mismatch of trap 3 below, it is divergence out of nothing.
+
+# %% [markdown]
 # ### A few fine-tuning steps make the policy
 #
 # Five Adam steps on the log-likelihood of the target response, updating only the top layers of
