@@ -1,10 +1,17 @@
-"""Experiment logging through TensorBoard (issue 18): ``report_to="tensorboard"`` writes event files
-in ``log_dir``; reading them back with TensorBoard's own reader gives every iteration's metrics at
-its step, next to the CSV/JSONL log, which is still written."""
+"""Experiment logging (issue 18): ``report_to="tensorboard"`` writes event files in ``log_dir``;
+reading them back with TensorBoard's own reader gives every iteration's metrics at its step, next
+to the CSV/JSONL log, which is still written. W&B runs offline, trackio locally (its SQLite
+database), both without a network."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -65,3 +72,46 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path, monkeypatch):
     resumed = PPOTrainer.load(tmp_path / "ck.pt", tiny_causal_lm(tok, n_layer=1, n_embd=16, n_head=2), tok,
                               TargetWordReward("good"))
     assert resumed.reporter.run_id == run_id
+
+
+_TRACKIO_RUN = textwrap.dedent("""
+    import json, sys
+    import torch
+    from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
+    from rlhf_lab.ppo import PPOConfig, PPOTrainer
+
+    torch.set_num_threads(1)
+    tok = word_tokenizer()
+    config = PPOConfig(batch_size=4, num_mini_batches=1, response_length=4, progress=False, device="cpu",
+                       log_dir=sys.argv[1], report_to="trackio", run_name="test")
+    reward = lambda prompts, responses: [float(len(r)) for r in responses]   # varies: metrics not all 0
+    trainer = PPOTrainer(tiny_causal_lm(tok, n_layer=1, n_embd=16, n_head=2), tok, reward, config)
+    history = trainer.train(["hello", "the cat is", "i see a", "good morning"], 2)
+    json.dump(history, open(sys.argv[2], "w"))
+""")
+
+
+def test_trackio_local_database_holds_every_iteration(tmp_path):
+    """trackio with no network: each project is one SQLite file, ``$TRACKIO_DIR/{project}.db``
+    (trackio's documented storage schema: table ``metrics``, one row per ``log`` call with
+    ``run_name``, ``step`` and the metrics as JSON). The run goes in a child process because trackio
+    reads ``TRACKIO_DIR`` once, when it is imported; the rows are read back here with ``sqlite3``,
+    independently of trackio's code, and must hold every iteration's metrics at its step."""
+    pytest.importorskip("trackio")
+    db_dir = tmp_path / "trackio"
+    env = dict(os.environ, TRACKIO_DIR=str(db_dir), TRACKIO_PROJECT="rlhf_lab_test", HF_HUB_OFFLINE="1",
+               HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", _TRACKIO_RUN, str(tmp_path / "log"), str(tmp_path / "history.json")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((tmp_path / "history.json").read_text())
+    with sqlite3.connect(db_dir / "rlhf_lab_test.db") as db:
+        rows = db.execute("SELECT step, metrics FROM metrics WHERE run_name = 'test' ORDER BY step").fetchall()
+    assert [step for step, _ in rows] == [1, 2]
+    logged = [json.loads(m) for _, m in rows]
+    for key in ("objective/scores", "objective/kl", "policy/entropy", "loss/value", "time/iteration"):
+        assert [m[key] for m in logged] == [h[key] for h in history], key   # JSON keeps the float exactly
+    assert any(h["objective/scores"] != 0 for h in history)
+    finite = {k for k, v in history[0].items() if isinstance(v, float) and math.isfinite(v)}
+    assert finite <= set(logged[0])                                          # every number is logged
+    assert len((tmp_path / "log" / "metrics.jsonl").read_text().splitlines()) == 2
