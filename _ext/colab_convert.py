@@ -255,7 +255,8 @@ class BookIndex:
 def _plain(inline: str) -> str:
     """A heading's text without Markdown emphasis or links, for a link's words."""
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", inline)
-    return re.sub(r"[*_`]", "", text).strip()
+    # underscores inside a word (`rlhf_lab`) are not emphasis: only those at a word's edge are
+    return re.sub(r"[*`]|(?<!\w)_+|_+(?!\w)", "", text).strip()
 
 
 def _citations(book: Book) -> dict:

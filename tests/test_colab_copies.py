@@ -301,6 +301,9 @@ def test_doc_ref_term_math_and_icons():
     assert re.search(r"\[Exercise \d+\]\(" + re.escape(f"{book}notebooks/02_token_decomposition.html#u2-ex-code)"), out)
     assert "[advantage](https://rlhf-lab.github.io/rlhf-course/book/glossary.html#term-advantage)" in out
     assert "$\\beta$" in out and "rocket" not in out
+    # a title's code span keeps its underscores (the library page: The `rlhf_lab` library)
+    assert BOOK.index.titles["book/library"] == "The rlhf_lab library"
+    assert cc._plain("*Emphasis*, _this_ and __that__") == "Emphasis, this and that"
 
 
 @pytest.mark.parametrize("text,match", [
