@@ -71,7 +71,67 @@ def ours_config(estimator: str, lr: float, beta: float, mu: int):
         raise harness.NotYetSupported(f"{name}(...) refused the benchmark's config: {e}") from None
 
 
-def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: float, mu: int) -> dict:
+def kl_per_token(m: dict) -> float:
+    """The KL of one iteration in TRL's unit: nats per completion token."""
+    if "loss/kl" in m:
+        return m["loss/kl"]
+    return m["objective/kl"] / max(m["completions/mean_length"], 1e-12)
+
+
+def _median_seconds(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(sorted(times)[repeats // 2], 4)
+
+
+def bare_floors(trainer, prompts) -> dict:
+    """Seconds of the bare computations under each phase of our iteration, same shapes and threads,
+    timed after the run (median of 5): ``generation``, the model's own KV-cache loop (prompt, then
+    31 one-token steps of the 32 rows, greedy: no sampling, log-probs, masks or positions);
+    ``forward``, one no-grad forward of the 32 x 40 batch (what the reference forward costs);
+    ``forward_backward_step``, one forward and backward of that batch with a loss on its logits
+    and an AdamW step on a copy of the policy (what the update costs)."""
+    import copy
+
+    import torch
+
+    from rlhf_lab.ppo.rollout import cache_argument
+
+    ids = trainer.encode_prompts(prompts)
+    batch = [ids[i] for i in trainer._next_indices(len(ids))]
+    rollout = trainer.rollout(batch)
+    policy = copy.deepcopy(trainer.policy).eval()
+    x, mask = rollout.input_ids, rollout.attention_mask
+    prompt, name = x[:, : rollout.response_start], cache_argument(policy)
+
+    @torch.no_grad()
+    def generation():
+        out = policy(input_ids=prompt, use_cache=True, logits_to_keep=1)
+        for _ in range(shared_setup.RESPONSE_TOKENS - 1):
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            out = policy(input_ids=token, use_cache=True, logits_to_keep=1, **{name: getattr(out, name)})
+
+    @torch.no_grad()
+    def forward():
+        policy(input_ids=x, attention_mask=mask)
+
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-9, foreach=True)
+
+    def forward_backward_step():
+        optimizer.zero_grad(set_to_none=True)
+        policy(input_ids=x, attention_mask=mask).logits.float().logsumexp(-1).mean().backward()
+        optimizer.step()
+
+    return {"generation": _median_seconds(generation), "forward": _median_seconds(forward),
+            "forward_backward_step": _median_seconds(forward_backward_step)}
+
+
+def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: float, mu: int,
+                floors_wanted: bool = False) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -116,6 +176,8 @@ def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: 
     if rows_scored and set(rows_scored) != {EPISODES}:
         return {**head, "status": "config mismatch",
                 "reason": f"the reward model scored batches of {sorted(set(rows_scored))} completions, expected {EPISODES}"}
+    peak_rss = harness.peak_rss_mb()  # before the floors below, which allocate on their own
+    floors = bare_floors(trainer, prompts) if floors_wanted else {}
     tokens = sorted(m["completions/mean_length"] * EPISODES for m in metrics)[len(metrics) // 2]
     phases = [{k[len("time/"):]: v for k, v in m.items() if k.startswith("time/")} for m in metrics]
     scores = [m["objective/scores"] for m in metrics]
@@ -127,10 +189,15 @@ def worker_ours(iterations: int, estimator: str, lr: float, threads: int, beta: 
         **clock.summary(EPISODES, tokens),
         "phase_seconds_median": harness.median_phases(phases),
         "build_seconds": round(build_s, 3),
-        "peak_rss_mb": harness.peak_rss_mb(),
+        "floor_seconds": floors,
+        "peak_rss_mb": peak_rss,
         **conditions.fields(),
         "scores": [round(s, 4) for s in scores],
-        "kls": [round(m.get("kl", float("nan")), 6) for m in metrics],
+        # TRL's logged "kl": the k3 estimate averaged over the batch's completion tokens, read in the
+        # update's forward; ours the same (loss/kl with loss_type "dapo", mu = 1) or, for an
+        # estimator with the KL in the reward, objective/kl (k1 summed per response) per token
+        "kls": [round(kl_per_token(m), 6) for m in metrics],
+        "kls_k1_per_response": [round(m["objective/kl"], 6) for m in metrics],
         **{k: v for k, v in harness.learning_summary(scores).items()},
     }
 
@@ -148,11 +215,14 @@ def main() -> None:
     ap.add_argument("--learning-iterations", type=int, default=40, help="0 skips the learning check")
     ap.add_argument("--learning-lr", type=float, default=1e-4)
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--floors", action="store_true",
+                    help="our worker also times the bare computations under each phase (after the run)")
     a = ap.parse_args()
 
     if a.worker:
         n = a.iterations_pos or a.iterations
-        harness.print_line(worker_ours(n, a.estimator, a.lr, a.threads, a.beta, a.num_iterations))
+        harness.print_line(worker_ours(n, a.estimator, a.lr, a.threads, a.beta, a.num_iterations,
+                                     floors_wanted=a.floors))
         return
 
     trl = None if a.skip_trl else harness.require_python(harness.trl_python("1.16", a.trl_python), "1.16")
@@ -162,7 +232,8 @@ def main() -> None:
     def commands(estimator: str, n: int, lr: float) -> dict:
         shared = ["--lr", lr, "--beta", a.beta, "--num-iterations", a.num_iterations, "--threads", a.threads]
         cmds = {} if a.skip_trl else {"trl": [trl, harness.TRL_DIR / "grpo_worker.py", n, "--trainer", estimator] + shared}
-        cmds["rlhf_lab"] = me + ["--worker", "ours", n, "--estimator", estimator] + shared
+        cmds["rlhf_lab"] = me + ["--worker", "ours", n, "--estimator", estimator] + shared + (
+            ["--floors"] if a.floors else [])
         return cmds
 
     for estimator in a.trainers:

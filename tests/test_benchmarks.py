@@ -106,7 +106,7 @@ def test_our_ppo_worker_runs_and_prints_one_json_line():
 
 
 def test_our_grpo_worker_runs_or_says_what_is_missing():
-    (line,) = _run(BENCH / "grpo_throughput.py", "--worker", "ours", "2", "--threads", "1")
+    (line,) = _run(BENCH / "grpo_throughput.py", "--worker", "ours", "2", "--threads", "1", "--floors")
     assert line["impl"] == "rlhf_lab-grpo"
     if line["status"] == harness.NOT_YET:
         assert "GRPOConfig" in line["reason"] or "field" in line["reason"]
@@ -114,6 +114,10 @@ def test_our_grpo_worker_runs_or_says_what_is_missing():
         assert line["status"] == "ok", line
         assert line["episodes_per_iteration"] == 32 and len(line["scores"]) == 2
         assert line["value_parameters"] == 0  # critic-free: no value head, no value model
+        assert set(line["floor_seconds"]) == {"generation", "forward", "forward_backward_step"}
+        assert all(s > 0 for s in line["floor_seconds"].values())
+        # TRL's unit: the first iteration's policy is the reference (KL 0), then nats per token, small
+        assert line["kls"][0] == 0 and 0 <= line["kls"][1] < 0.1 and len(line["kls_k1_per_response"]) == 2
 
 
 def test_smollm2_workers_run_on_a_tiny_model():

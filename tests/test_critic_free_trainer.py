@@ -32,6 +32,30 @@ CONFIGS = {
 }
 
 
+GROUP_ESTIMATORS = ("grpo", "rloo", "dr_grpo")
+
+# the KL moved to the other side of each estimator's default: k1 in the reward, k3 in the loss
+OTHER_PLACEMENT = {
+    "grpo": dict(kl_placement="reward", kl_estimator="k1", use_bias_correction_kl=False),
+    "rloo": dict(kl_placement="loss", kl_estimator="k3"),
+    "dr_grpo": dict(kl_placement="reward", kl_estimator="k1"),
+    "reinforce_pp": dict(kl_placement="loss", kl_estimator="k3"),
+}
+
+
+def kl_placement(estimator: str, kl: str) -> str:
+    default = CONFIGS[estimator]().kl_placement
+    return default if kl == "default" else OTHER_PLACEMENT[estimator]["kl_placement"]
+
+
+def case_config(estimator: str, kl: str, **kw):
+    """``CONFIGS[estimator]`` with its own KL placement (``kl="default"``) or the other one."""
+    return CONFIGS[estimator](**{**(OTHER_PLACEMENT[estimator] if kl == "other" else {}), **kw})
+
+
+CASES = [pytest.param(e, kl, id=f"{e}-kl_in_{kl_placement(e, kl)}") for e in CONFIGS for kl in ("default", "other")]
+
+
 @pytest.fixture(scope="module")
 def tok():
     return word_tokenizer()
@@ -121,59 +145,99 @@ def _pad_rollout(ro: Rollout, extra: int, pad_id: int) -> Rollout:
     )
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo"])
-def test_appending_padding_changes_nothing(tok, estimator):
-    """dr_grpo divides by response_length (a constant of the run, not the padded width)."""
-    c = CONFIGS[estimator]()
+@pytest.mark.parametrize("estimator, kl", CASES)
+def test_appending_padding_changes_nothing(tok, estimator, kl):
+    """Every estimator, the KL in the reward and in the loss: right-padding the rollout (garbage
+    log-probabilities in the padded slots) changes no metric and no weight. dr_grpo divides by
+    response_length (a constant of the run, not the padded width)."""
+    c = case_config(estimator, kl)
     a = PPOTrainer(tiny(tok), tok, TargetWordReward("good"), c)
     b = PPOTrainer(tiny(tok), tok, TargetWordReward("good"), c)
     prompts = [p for p in PROMPTS[:2] for _ in range(4)]
     ro = a.rollout(a.encode_prompts(prompts))
     ma = a.learn(ro, prompts)
     mb = b.learn(_pad_rollout(ro, 3, tok.pad_token_id), prompts)
+    assert ma.get("loss/kl") is not None or kl_placement(estimator, kl) == "reward"
     for k, v in strip_time([ma])[0].items():
         assert v == pytest.approx(mb[k], rel=1e-4, abs=1e-5, nan_ok=True), k
+    moved = 0.0
+    for p, q, p0 in zip(a.policy.parameters(), b.policy.parameters(), tiny(tok).parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+        moved = max(moved, float((p - p0).detach().abs().max()))
+    assert moved > 1e-4  # the update did something for the padding to disturb
+
+
+def _stop_early(t, tok):
+    """EOS likely, so that responses have different lengths (the aggregations differ)."""
+    with torch.no_grad():
+        t.policy.transformer.ln_f.bias[0] = 1.0
+        t.policy.transformer.wte.weight[tok.eos_token_id] = 2.0 * torch.nn.functional.one_hot(
+            torch.tensor(0), 32).float()
+    return t
+
+
+def _accumulation_pair(tok, config_for):
+    runs = []
+    for steps in (1, 4):
+        c = config_for(num_mini_batches=1, gradient_accumulation_steps=steps, stop_token="eos", num_ppo_epochs=2)
+        t = _stop_early(PPOTrainer(tiny(tok), tok, TargetWordReward("good"), c), tok)
+        runs.append((t, t.train(PROMPTS, 1)[0]))
+    (a, ma), (b, mb) = runs
+    assert ma["completions/mean_length"] < 6
+    # the losses reduced by loss_type are reported as the large minibatch's (not token-weighted)
+    for name in ("loss/policy", "loss/kl", "loss/total", "policy/clipfrac", "policy/approxkl", "val/ratio"):
+        if name in ma:
+            assert ma[name] == pytest.approx(mb[name], abs=1e-6), name
     for p, q in zip(a.policy.parameters(), b.policy.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
 def test_gradient_accumulation_equals_one_large_minibatch(tok, loss_type):
-    def stop_early(t):  # EOS likely, so that responses have different lengths (the aggregations differ)
-        with torch.no_grad():
-            t.policy.transformer.ln_f.bias[0] = 1.0
-            t.policy.transformer.wte.weight[tok.eos_token_id] = 2.0 * torch.nn.functional.one_hot(
-                torch.tensor(0), 32).float()
-        return t
-
-    runs = []
-    for steps in (1, 4):
-        c = CONFIGS["grpo"](num_mini_batches=1, gradient_accumulation_steps=steps, loss_type=loss_type,
-                            stop_token="eos", num_iterations=2)
-        t = stop_early(PPOTrainer(tiny(tok), tok, TargetWordReward("good"), c))
-        runs.append((t, t.train(PROMPTS, 1)[0]))
-    (a, ma), (b, mb) = runs
-    assert ma["completions/mean_length"] < 6
-    assert ma["loss/policy"] == pytest.approx(mb["loss/policy"], abs=1e-6)
-    for p, q in zip(a.policy.parameters(), b.policy.parameters()):
-        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    _accumulation_pair(tok, lambda **kw: CONFIGS["grpo"](loss_type=loss_type, **kw))
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
-def test_resume_equals_uninterrupted(tok, tmp_path, estimator):
-    c = CONFIGS[estimator](gradient_accumulation_steps=2)
-    reward = TargetWordReward("good")
-    full = PPOTrainer(tiny(tok), tok, reward, c)
+@pytest.mark.parametrize("estimator, kl", CASES)
+def test_gradient_accumulation_equals_one_large_minibatch_for_every_estimator(tok, estimator, kl):
+    """Each estimator with its own loss_type, the KL in the reward and in the loss (mu = 2, so the
+    second pass's ratio and the bias-corrected KL differ from 1)."""
+    _accumulation_pair(tok, lambda **kw: case_config(estimator, kl, **kw))
+
+
+def _resume_matches(tok, tmp_path, config, reward):
+    full = PPOTrainer(tiny(tok), tok, reward, config)
     ms_full = full.train(PROMPTS[:5], 4)  # 5 prompts, two per iteration: the order wraps mid-run
-    part = PPOTrainer(tiny(tok), tok, reward, c)
+    part = PPOTrainer(tiny(tok), tok, reward, config)
     ms_a = part.train(PROMPTS[:5], 2)
     part.save(tmp_path / "ck.pt")
     resumed = PPOTrainer.load(tmp_path / "ck.pt", tiny(tok, seed=123), tok, reward)
     assert resumed.value_head is None and resumed.value_model is None
+    assert resumed.config.to_dict() == config.to_dict()
     ms_b = resumed.train(PROMPTS[:5], 2)
     assert strip_time(ms_full) == strip_time(ms_a + ms_b)
     for (n, p), (_, q) in zip(full.policy.state_dict().items(), resumed.policy.state_dict().items()):
         assert torch.equal(p, q), n
+    return ms_full
+
+
+@pytest.mark.parametrize("estimator, kl", CASES)
+def test_resume_equals_uninterrupted(tok, tmp_path, estimator, kl):
+    c = case_config(estimator, kl, gradient_accumulation_steps=2)
+    if estimator == "reinforce_pp":
+        c = c.replace(batch_size=4)  # two prompts per iteration, as the group estimators' 2 x G = 4
+    _resume_matches(tok, tmp_path, c, TargetWordReward("good"))
+
+
+@pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
+def test_resume_with_dynamic_sampling_equals_uninterrupted(tok, tmp_path, estimator):
+    """Tied groups dropped from some updates (the prompt "hello" always scores 1, the others score
+    their length in characters): the resumed run still equals the uninterrupted one."""
+    def reward(prompts, responses):
+        return [1.0 if p == "hello" else float(len(r)) for p, r in zip(prompts, responses)]
+
+    c = CONFIGS[estimator](dynamic_sampling=True, gradient_accumulation_steps=2)
+    ms = _resume_matches(tok, tmp_path, c, reward)
+    assert any(0 < m["objective/frac_reward_zero_std"] < 1 for m in ms)  # groups were dropped
 
 
 def test_trl_names_and_defaults():

@@ -616,8 +616,9 @@ class PPOTrainer:
                 minibatch_mask = batch.mask[minibatch]
                 micro_batches = self._rank_share(minibatch).split(cfg.micro_batch_size // world)
                 for i, micro_batch in enumerate(micro_batches):
-                    stats, token_share = self._backward(batch, micro_batch, minibatch_mask, last=i == len(micro_batches) - 1)
-                    means.add(stats, token_share)
+                    stats, token_share, share = self._backward(batch, micro_batch, minibatch_mask,
+                                                               last=i == len(micro_batches) - 1)
+                    means.add(stats, token_share, share)
                 means.add_step(self._optimizer_step())
         self.optimizer.zero_grad(set_to_none=True)
         if self._dp is not None:
@@ -631,7 +632,7 @@ class PPOTrainer:
     def _backward(self, batch: PPOBatch, micro_batch: Tensor, minibatch_mask: Tensor, last: bool):
         """The backward pass of one micro-batch's loss, its policy loss weighted by its share of the
         minibatch under ``loss_type`` and its token means by its share of the minibatch's real tokens;
-        returns its statistics and that token share. On several ranks DDP averages the ranks'
+        returns its statistics, that token share and its ``loss_type`` share. On several ranks DDP averages the ranks'
         gradients in the backward of the minibatch's last micro-batch (hence the weight times the
         number of ranks: the averaged sum is the one-process gradient). With gradient checkpointing
         the layers recompute their activations here."""
@@ -643,7 +644,7 @@ class PPOTrainer:
         with sync, checkpointing_active(self.policy, self.value_model):
             loss, stats = self._loss(micro, token_means_weight=token_share / share)
             self.scaler.scale(loss * (share * world)).backward()
-        return stats, token_share
+        return stats, token_share, share
 
     def _loss(self, batch: PPOBatch, token_means_weight: Union[float, Tensor] = 1.0):
         """The loss of one micro-batch, :math:`L = L^{clip} [+ \\beta L^{KL}] + c_V L^V - c_H H`, and its
@@ -1023,15 +1024,21 @@ class _PhaseTimer:
 
 class _StepMeans:
     """Statistics of the update, summed as detached tensors during the loop (no host sync) and
-    read once at the end as means over the optimizer steps."""
+    read once at the end as means over the optimizer steps. A micro-batch's statistic counts with
+    the weight that makes the sum the minibatch's own: its ``loss_type`` share for the losses
+    reduced by ``loss_type`` (:data:`LOSS_TYPE_STATS`), its share of the real tokens for the token
+    means (the two differ for the per-response ``"grpo"`` and ``"dr_grpo"``)."""
+
+    LOSS_TYPE_STATS = frozenset({"loss/policy", "loss/kl", "loss/total"})
 
     def __init__(self):
         self.sums: Dict[str, Tensor] = {}
         self.grad_norms: List[Tensor] = []
 
-    def add(self, stats: Dict[str, Tensor], weight: Tensor) -> None:
+    def add(self, stats: Dict[str, Tensor], token_share: Tensor, loss_share: Tensor) -> None:
         for name, value in stats.items():
-            self.sums[name] = self.sums[name] + value * weight if name in self.sums else value * weight
+            weighted = value * (loss_share if name in self.LOSS_TYPE_STATS else token_share)
+            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
 
     def add_step(self, grad_norm: Tensor) -> None:
         self.grad_norms.append(grad_norm)
