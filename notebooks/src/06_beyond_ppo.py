@@ -644,8 +644,8 @@ table(rows, ["old probability p", "max new p, ε = 0.2", "max new p, ε_high = 0
 #
 # `rlhf_lab.course.toy_pipeline.build` runs unit 5's stages 1 and 2 with unit 5's settings:
 # {term}`supervised fine-tuning` of a two-layer GPT-2 on the grammar (four layers on a GPU),
-# 1,500 prompts (4,000 on a GPU) with two sampled answers each labelled by the gold rule, and a Bradley–Terry reward model initialized
-# from the SFT trunk. `Judge` is the reward a trainer sees (the reward model's score) and records
+# 1,500 prompts (4,000 on a GPU) with two sampled answers each labelled by the gold rule, and a
+# Bradley–Terry reward model initialized from the SFT trunk. `Judge` is the reward a trainer sees (the reward model's score) and records
 # the gold score of the same answers, which the trainer never sees.
 
 # %% tags=["nbval-ignore-output"]
@@ -657,7 +657,7 @@ pipe = tp.build(tp.GPU_SIZES if ON_GPU else tp.CPU_SIZES, device=DEVICE)
 print(f"SFT policy, {len(pipe.train_pairs)} training pairs and the reward model: "
       f"{time.perf_counter() - t0:.0f} s")
 print(f"held-out accuracy of the reward model: {pipe.rm_accuracy:.0%}")
-# measured on CPU (3 seeds x CPU variants: 0.79 to 0.81); the GPU sizes are unmeasured
+# measured on CPU (3 seeds x CPU variants: 0.80 to 0.88); the GPU sizes are unmeasured
 if not ON_GPU:
     assert pipe.rm_accuracy > 0.75
 
@@ -666,8 +666,8 @@ if not ON_GPU:
 #
 # Every online method samples 64 answers per iteration for 30 iterations: 1,920 sampled and
 # scored answers each, with the same learning rate ($3\cdot10^{-4}$), $\beta = 0.05$ and two
-# passes of two minibatches over each batch (so that PPO's clipping acts, and every method gets
-# the same number of optimizer steps). They differ in what the course has derived:
+# passes of two minibatches over each batch (so that PPO's clipping acts, and every online method
+# gets the same number of optimizer steps). They differ in what the course has derived:
 #
 # | method | advantage | KL term | loss aggregation | critic |
 # | --- | --- | --- | --- | --- |
@@ -813,8 +813,10 @@ if not ON_GPU:
 # The bytes below are counted from the objects each run held while it trained (float32): the
 # policy's parameters, one gradient per parameter, AdamW's two moment estimates per parameter,
 # the frozen reference, the critic (its parameters, gradients and Adam state) and the reward model
-# that scores each batch. Activations are left out: they grow with the batch and the answer
-# length, not with the method. The counts are exact and the same on every machine.
+# that scores each batch. DPO's optimizer is internal to `dpo`, so its Adam state is counted by
+# the rule that §4.2 checks against the trainers' AdamW (two moments per parameter and a step
+# counter per tensor). Activations are left out: they grow with the batch and the answer length,
+# not with the method. The counts are exact and the same on every machine.
 
 #
 # PPO's critic here is the library's default, a linear value head on the policy's own trunk
