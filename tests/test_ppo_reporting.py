@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -66,8 +67,14 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path, monkeypatch):
     trainer.train(["hello", "the cat is", "i see a", "good morning"], 1)
     run_id = trainer.reporter.run_id
     (records,) = tmp_path.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
+    keys = [key.encode() for key in ("objective/kl", "objective/scores", "loss/policy")]
+    # W&B's service process writes the record file; on a loaded machine (a CI run of the whole
+    # suite) its last records reached the disk after finish() had returned, so wait for them
+    deadline = time.monotonic() + 60
+    while not all(key in records.read_bytes() for key in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
     data = records.read_bytes()
-    assert all(key.encode() in data for key in ("objective/kl", "objective/scores", "loss/policy"))
+    assert all(key in data for key in keys), (len(data), [k for k in keys if k not in data])
     trainer.save(tmp_path / "ck.pt")
     resumed = PPOTrainer.load(tmp_path / "ck.pt", tiny_causal_lm(tok, n_layer=1, n_embd=16, n_head=2), tok,
                               TargetWordReward("good"))

@@ -252,17 +252,19 @@ if SMOL:
 # Read the first and the last rows. After the bare question SmolLM2 takes the text for a user's
 # message that has just been typed: its likeliest next token is `<|im_end|>`, closing the user's
 # turn (probability 0.58), and an answer beginning straight away with "Good" gets $-15.66$, a
-# probability of $1.6 \times 10^{-7}$. After the template the next token opens an answer (the three
-# likeliest are all answer openers) and "Good" gets $-2.94$. The whole answer is
-# $e^{9.53} \approx 14\,000$ times likelier, almost all of it in the first token. Not every term
-# grows: the closing `<|im_end|>` falls from $-3.19$ to $-7.78$: in the assistant's turn SmolLM2
-# expects more than one short sentence before it stops.
+# probability of $1.6 \times 10^{-7}$. After the template the likeliest next tokens begin an
+# answer, and "Good" gets $-2.94$. The whole answer is $e^{9.53} \approx 14\,000$ times likelier;
+# the first token alone gains more than that ($+12.72$), and the closing `<|im_end|>` gives part
+# of it back, falling from $-3.19$ to $-7.78$: in the assistant's turn SmolLM2 expects more than
+# one short sentence before it stops. One caveat about the raw row: there the answer follows the
+# question mark with no separator at all (the second likeliest next token is a newline), so part
+# of the first token's gap is the missing space or newline, not the template's special tokens.
 #
 # For RLHF this matters twice. The rollout should sample from the prompts the model was trained
-# to answer, so instruct models get the template. And every model that scores a response, the
-# policy, the reference, the reward model, must see the same formatting: the difference column
-# is exactly the per-token penalty that a policy *identical* to its reference would get if the
-# rollout used the template and the reference were scored on the bare question. Like the
+# to answer, so instruct models get the template. And the policy and its reference must see
+# exactly the same formatting (a reward model, the format it was trained on): the difference
+# column is exactly the per-token penalty that a policy *identical* to its reference would get if
+# the rollout used the template and the reference were scored on the bare question. Like the
 # temperature mismatch of trap 3 below, it is divergence out of nothing.
 
 # %% [markdown]
