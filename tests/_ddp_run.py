@@ -6,7 +6,7 @@ iterations on fixed prompts and writes, on rank 0, the per-iteration metrics (wi
 and the final weights to OUT. With RESUME_AFTER, it trains that many iterations, saves a checkpoint
 (rank 0 writes it), builds a fresh trainer from it on every rank and trains the rest. DISTRIBUTED
 is ``PPOConfig.distributed`` ("ddp" or "fsdp"); with "fsdp" OUT also holds, per rank, how many
-elements of each trained parameter that rank holds (``local_numel``).
+elements of each trained parameter that rank holds, and of the whole reference (``local_numel``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def run(out: str, iterations: int, resume_after: int = 0, distributed: str = "dd
     state = trainer.state_dict()  # whole weights, on every rank (collective under FSDP)
     local = {name: (p.to_local() if hasattr(p, "to_local") else p).numel() for name, p in
              trainer._update_module.named_parameters()}
+    local["reference"] = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
+                             for p in trainer.ref_policy.parameters())
     locals_ = [local]
     if torch.distributed.is_initialized():
         locals_ = [None] * torch.distributed.get_world_size()

@@ -105,6 +105,9 @@ def test_two_gloo_processes_with_fsdp_equal_one_process_and_hold_half_the_weight
     _assert_same_run(one, two)
     # sharded on dim 0: rank r holds rows [r * ceil(n / 2), (r + 1) * ceil(n / 2)) of each parameter
     (full,), halves = one["local_numel"], two["local_numel"]
+    # the reference (the trainer's frozen copy) is sharded as well: about half of it on each rank
+    reference, ref_halves = full.pop("reference"), [half.pop("reference") for half in halves]
+    assert sum(ref_halves) == reference and all(0.45 * reference < n < 0.55 * reference for n in ref_halves)
     assert len(halves) == 2 and halves[0].keys() == halves[1].keys() == full.keys()
     shapes = {**{f"policy.{k}": v.shape for k, v in one["policy"].items()},
               **{f"value_head.{k}": v.shape for k, v in one["value"].items()}}

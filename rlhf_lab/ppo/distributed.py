@@ -22,6 +22,17 @@ iteration on ``N`` ranks:
 
 A run on ``N`` processes therefore equals a run on one with the same ``batch_size``, seeds and
 prompts, to float rounding (``tests/test_ppo_distributed.py`` runs 2 gloo processes on the CPU).
+
+``PPOConfig(distributed="fsdp")`` replaces step 3's ``DistributedDataParallel`` by torch's FSDP2
+(``fully_shard``, torch >= 2.6; Zhao et al., 2023, "PyTorch FSDP"): the update module (policy and
+value function) and the trainer's frozen reference copy are sharded, each transformer block one unit
+and the rest the root unit, so that every rank holds ``1 / N`` of each parameter, gradient and AdamW
+moment. The reduce-scatter averages the gradients as DDP's all-reduce does, so the same weighting
+gives the one-process step. Sampling calls the trunk once per token, outside the root's forward:
+:meth:`DataParallel.full_parameters` gathers every unit for the whole loop. Step 4's checkpoint is
+gathered by every rank (``torch.distributed.checkpoint.state_dict``, full state dicts on the CPU)
+and written by rank 0; every rank loads the whole file and keeps its shards. Tested on 2 gloo
+processes on the CPU; not run on GPUs here.
 """
 
 from __future__ import annotations

@@ -350,6 +350,8 @@ class PPOTrainer:
             with torch.no_grad(), eval_mode(self._update_module):
                 self._update_module(ids, torch.ones_like(ids), 1)
             self._dp.reshard(self._update_module)
+            if self._owns_ref:  # the trainer's frozen copy: sharded too (no gradients, no optimizer state)
+                self._dp.wrap(self.ref_policy, layer_classes=layers)
 
     @property
     def _sharded(self) -> bool:
@@ -912,7 +914,8 @@ class PPOTrainer:
             "value": trained["value"] if trained else
                      self._value_module().state_dict() if self._value_module() is not None else None,
             "value_kind": self._value_kind(),
-            "ref": self.ref_policy.state_dict() if self._owns_ref else None,
+            "ref": (self._dp.full_state_dict(self.ref_policy) if self._sharded else self.ref_policy.state_dict())
+                   if self._owns_ref else None,
             "ref_kind": self._ref_kind,
             "wandb_run_id": self.reporter.run_id if self.reporter is not None else None,
             "optimizer": trained["optimizer"] if trained else self.optimizer.state_dict(),
@@ -987,7 +990,9 @@ class PPOTrainer:
             self._load_policy_state(state["policy"])
             if self._value_module() is not None:
                 self._value_module().load_state_dict(state["value"])
-        if state["ref"] is not None:
+        if state["ref"] is not None and self._sharded:
+            self._dp.load_full_state_dict(self.ref_policy, state["ref"])
+        elif state["ref"] is not None:
             self.ref_policy.load_state_dict(state["ref"])
         if self._sharded:
             self._dp.load_full_optimizer_state_dict(self._update_module, self.optimizer, state["optimizer"])
