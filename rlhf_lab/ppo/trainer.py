@@ -316,11 +316,6 @@ class PPOTrainer:
     def _setup_optimizer(self) -> None:
         cfg = self.config
         self._trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        if not self._trainable:
-            raise ValueError(
-                "policy has no parameter with requires_grad=True: PPO would train nothing "
-                "(was it frozen, e.g. a copy of a model used as a reference?)"
-            )
         value_module = self._value_module()
         if value_module is not None:
             self._trainable += [p for p in value_module.parameters() if p.requires_grad]
@@ -332,6 +327,11 @@ class PPOTrainer:
     def _setup_update_module(self) -> None:
         """The update's forward (policy and values) as one module, in ``DistributedDataParallel``
         on several ranks (parameters broadcast from rank 0; gradients averaged in the backward)."""
+        if not any(p.requires_grad for p in self.policy.parameters()):
+            raise ValueError(
+                "policy has no parameter with requires_grad=True: PPO would train nothing "
+                "(was it frozen, e.g. a copy of a model used as a reference?)"
+            )
         self._policy_value = PolicyValue(self._parts, self.value_head, self.value_model)
         if self._dp is None:
             self._update_module = self._policy_value
