@@ -117,6 +117,15 @@ def test_two_gloo_processes_with_fsdp_equal_one_process_and_hold_half_the_weight
         assert halves[0][name] == first * per_row and halves[1][name] == (rows - first) * per_row, name
     assert sum(halves[0].values()) + sum(halves[1].values()) == sum(full.values())
     assert sum(halves[1].values()) > 0.45 * sum(full.values())  # rank 1 really holds half, not nothing
+    # its optimizer state is keyed by parameter names: a one-process trainer refuses it clearly
+    from rlhf_lab.course.models import tiny_causal_lm, word_tokenizer
+    from rlhf_lab.ppo import PPOTrainer
+    from rlhf_lab.ppo.rewards import TargetWordReward
+
+    tok = word_tokenizer()
+    with pytest.raises(ValueError, match="distributed='fsdp' on several processes"):
+        PPOTrainer.load(tmp_path / "two.pt.checkpoint.pt", tiny_causal_lm(tok, n_layer=2, n_embd=32, n_head=2), tok,
+                        TargetWordReward("good"))
 
 
 def test_distributed_field_is_checked(monkeypatch):

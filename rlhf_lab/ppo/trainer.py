@@ -1031,6 +1031,14 @@ class PPOTrainer:
         if state["ref"] is not None and not self._owns_ref:
             raise ValueError("this checkpoint holds its own frozen copy of the starting policy as the reference: "
                              "pass ref_policy=None to resume it (a given ref_policy is never overwritten)")
+        groups = state["optimizer"].get("param_groups") or [{}]
+        by_name = any(isinstance(p, str) for p in groups[0].get("params", ()))  # FSDP's full optimizer state
+        if by_name != self._sharded:
+            saved, this = ("distributed='fsdp' on several processes", "does not shard") if by_name else \
+                ("one process or distributed='ddp'", "shards with distributed='fsdp'")
+            raise ValueError(f"the checkpoint's optimizer state was written by a run with {saved} but this trainer "
+                             f"{this}: resume it the way it was trained (its 'policy' and 'value' weights are "
+                             "whole tensors and load into any model)")
         value = self._value_module()
         for role, current in (("policy", self._policy_state()), ("value", value.state_dict() if value is not None else None),
                               ("ref", self.ref_policy.state_dict() if state["ref"] is not None else None)):
