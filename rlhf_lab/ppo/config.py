@@ -29,6 +29,7 @@ from ..objectives import LOSS_TYPES, PER_TOKEN_KL
 #: ``PPOConfig.dtype`` names and the torch dtypes they stand for (the one table of them).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 VALUE_MODELS = ("shared", "separate")
+DISTRIBUTED = ("ddp", "fsdp")
 REPORT_TO = ("tensorboard", "wandb", "trackio")
 STOP_TOKENS = (None, "eos")
 #: ``advantage_estimator`` values: GAE needs a critic, the others do not.
@@ -210,6 +211,13 @@ class PPOConfig:
     activation checkpointing (non-reentrant), active in the update only; sampling keeps its KV
     cache (TRL: the same field)."""
 
+    distributed: str = "ddp"
+    """How several processes (``torchrun``, ``accelerate launch``) share the trained modules:
+    ``"ddp"``, a full copy on every rank with the gradients averaged (``DistributedDataParallel``);
+    ``"fsdp"``, the policy, its value function, their gradients and the optimizer state sharded over
+    the ranks (torch's FSDP2, ``fully_shard``: torch >= 2.6). Ignored in a one-process run
+    (see :mod:`rlhf_lab.ppo.distributed`)."""
+
     # ---------------------------------------------------------------- prompts
     apply_chat_template: bool = False
     """Format each prompt as a user turn with the tokenizer's chat template, ending with the
@@ -360,6 +368,7 @@ def _check_ranges(config: PPOConfig) -> None:
     if config.missing_eos_penalty is not None and not _number(config, "missing_eos_penalty") >= 0:
         raise ValueError(f"missing_eos_penalty must be >= 0 or None, got {config.missing_eos_penalty!r}")
     choices = (("kl_estimator", KL_ESTIMATORS), ("dtype", tuple(DTYPES)), ("value_model", VALUE_MODELS),
+               ("distributed", DISTRIBUTED),
                ("stop_token", STOP_TOKENS), ("advantage_estimator", ADVANTAGE_ESTIMATORS),
                ("kl_placement", KL_PLACEMENTS), ("loss_type", tuple(LOSS_TYPES)), ("scale_rewards", (None,) + GRPO_SCALES))
     for name, allowed in choices:

@@ -42,6 +42,7 @@ from .modeling import (
     ValueModel,
     checkpointing_active,
     enable_gradient_checkpointing,
+    eval_mode,
     fused_tanh_gelu,
     hidden_size,
     is_peft_model,
@@ -166,8 +167,8 @@ class PPOTrainer:
         self._setup_reward(reward, reward_tokenizer)
         self._setup_precision()
         self._setup_gradient_checkpointing()
+        self._setup_update_module()  # before the optimizer: FSDP replaces the parameters by their shards
         self._setup_optimizer()
-        self._setup_update_module()
         self._setup_run_state()
 
     # ------------------------------------------------------------------ setup steps
@@ -175,7 +176,7 @@ class PPOTrainer:
         """The process group when a launcher started several processes (``None`` for one); the
         batch and each minibatch are split evenly over the ranks (see :mod:`rlhf_lab.ppo.distributed`)."""
         cfg = self.config
-        self._dp = DataParallel.from_environment(self.device)
+        self._dp = DataParallel.from_environment(self.device, cfg.distributed)
         if self._dp is None:
             return
         world = self._dp.world_size
@@ -315,11 +316,6 @@ class PPOTrainer:
     def _setup_optimizer(self) -> None:
         cfg = self.config
         self._trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        if not self._trainable:
-            raise ValueError(
-                "policy has no parameter with requires_grad=True: PPO would train nothing "
-                "(was it frozen, e.g. a copy of a model used as a reference?)"
-            )
         value_module = self._value_module()
         if value_module is not None:
             self._trainable += [p for p in value_module.parameters() if p.requires_grad]
@@ -331,8 +327,36 @@ class PPOTrainer:
     def _setup_update_module(self) -> None:
         """The update's forward (policy and values) as one module, in ``DistributedDataParallel``
         on several ranks (parameters broadcast from rank 0; gradients averaged in the backward)."""
+        if not any(p.requires_grad for p in self.policy.parameters()):
+            raise ValueError(
+                "policy has no parameter with requires_grad=True: PPO would train nothing "
+                "(was it frozen, e.g. a copy of a model used as a reference?)"
+            )
         self._policy_value = PolicyValue(self._parts, self.value_head, self.value_model)
-        self._update_module = self._dp.wrap(self._policy_value) if self._dp is not None else self._policy_value
+        if self._dp is None:
+            self._update_module = self._policy_value
+            return
+        if self._sharded and self.lora:
+            raise ValueError("PPOConfig.distributed='fsdp' does not take a LoRA (peft) policy yet: use "
+                             "distributed='ddp' (the adapters are small) or a full policy")
+        # the transformer blocks (transformers' `_no_split_modules`) are FSDP's units
+        layers = [name for model in (self._parts.model, getattr(self.value_model, "trunk", None))
+                  for name in (getattr(model, "_no_split_modules", None) or ())]
+        self._update_module = self._dp.wrap(self._policy_value, layer_classes=layers)
+        if self._sharded:
+            # FSDP2 makes the first module whose forward runs its root: run the update module's once,
+            # on two tokens, before sampling calls the trunk's blocks directly
+            ids = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+            with torch.no_grad(), eval_mode(self._update_module):
+                self._update_module(ids, torch.ones_like(ids), 1)
+            self._dp.reshard(self._update_module)
+            if self._owns_ref:  # the trainer's frozen copy: sharded too (no gradients, no optimizer state)
+                self._dp.wrap(self.ref_policy, layer_classes=layers)
+
+    @property
+    def _sharded(self) -> bool:
+        """Several ranks with ``distributed="fsdp"``: the policy and value function hold shards."""
+        return self._dp is not None and self._dp.sharded
 
     def _setup_run_state(self) -> None:
         """KL controller, random generators (sampling on the device, shuffling on the CPU),
@@ -390,7 +414,7 @@ class PPOTrainer:
 
     def _values(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:
         """Values ``[B, T]`` alone: the value model's forward, or the policy's trunk and the head."""
-        if self.value_head is None:
+        if self.value_head is None and not self._sharded:  # sharded: only the root forward gathers the weights
             return self.value_model(input_ids, attention_mask, response_start)
         return self._policy_and_values(input_ids, attention_mask, response_start)[1]
 
@@ -485,7 +509,8 @@ class PPOTrainer:
             prompt_mask = pad_columns(prompt_mask, width, 0, left=True)
             total_rows = len(prompt_ids) * self._dp.world_size
             rows = self._dp.rows(total_rows)
-        with self._fused_activations():
+        gathered = self._dp.full_parameters(self._update_module) if self._dp is not None else contextlib.nullcontext()
+        with self._fused_activations(), gathered:
             rollout = sample(
                 self._parts, ids, prompt_mask, response_length=cfg.response_length, temperature=cfg.temperature,
                 pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id, generator=self._sample_gen,
@@ -637,7 +662,7 @@ class PPOTrainer:
         number of ranks: the averaged sum is the one-process gradient). With gradient checkpointing
         the layers recompute their activations here."""
         world = self._dp.world_size if self._dp is not None else 1
-        sync = contextlib.nullcontext() if self._dp is None or last else self._update_module.no_sync()
+        sync = contextlib.nullcontext() if self._dp is None or last else self._dp.no_sync(self._update_module)
         micro = batch.rows(micro_batch)
         share = micro_batch_share(micro.mask, minibatch_mask, self.config.loss_type)
         token_share = micro.mask.sum() / minibatch_mask.sum()
@@ -688,6 +713,8 @@ class PPOTrainer:
         """Unscale (float16), clip the global gradient norm, step; returns the norm before clipping."""
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, self._max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, replicated (the norm over every shard)
+            grad_norm = grad_norm.full_tensor()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return grad_norm
@@ -872,25 +899,44 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
+        """The whole training state (:meth:`save` writes it). With ``distributed="fsdp"`` on several
+        ranks the weights and optimizer state are gathered whole to rank 0's CPU memory (the other
+        ranks get empty dicts for them): every rank must call it."""
+        trained = self._sharded_state() if self._sharded else None
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "history": [dict(m) for m in self.history],
             # a LoRA policy: its adapters only (the base weights never change)
-            "policy": self._policy_state(),
+            "policy": trained["policy"] if trained else self._policy_state(),
             "lora_config": self._lora_config(),
-            "value": self._value_module().state_dict() if self._value_module() is not None else None,
+            "value": trained["value"] if trained else
+                     self._value_module().state_dict() if self._value_module() is not None else None,
             "value_kind": self._value_kind(),
-            "ref": self.ref_policy.state_dict() if self._owns_ref else None,
+            "ref": (self._dp.full_state_dict(self.ref_policy) if self._sharded else self.ref_policy.state_dict())
+                   if self._owns_ref else None,
             "ref_kind": self._ref_kind,
             "wandb_run_id": self.reporter.run_id if self.reporter is not None else None,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": trained["optimizer"] if trained else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "kl_controller": self.kl_ctl.state_dict(),
             "prompts": {"order": list(self._order), "pos": self._pos, "fingerprint": self._fingerprint},
             "rng": capture_rng_state(sample=self._sample_gen, shuffle=self._shuffle_gen),
         }
+
+    def _value_prefix(self) -> str:
+        return "value_head." if self.value_head is not None else "value_model."
+
+    def _sharded_state(self) -> dict:
+        """FSDP: the policy's and value function's full weights (split out of the update module's
+        names) and the optimizer state keyed by those names, whole tensors on the CPU."""
+        full = self._dp.full_state_dict(self._update_module)
+        value_prefix = self._value_prefix()
+        value = {k[len(value_prefix):]: v for k, v in full.items() if k.startswith(value_prefix)}
+        return {"policy": {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.")},
+                "value": value if self._value_module() is not None else None,
+                "optimizer": self._dp.full_optimizer_state_dict(self._update_module, self.optimizer)}
 
     def _policy_state(self) -> dict:
         if not self.lora:
@@ -921,7 +967,11 @@ class PPOTrainer:
         holds the same state) and every rank waits until it is written."""
         if Path(path).is_dir():
             raise ValueError(f"path {str(path)!r} is a folder: give a file name, e.g. {str(Path(path) / 'checkpoint.pt')!r}")
-        if self.is_main_process:
+        if self._sharded:  # gathering the shards is collective
+            state = self.state_dict()
+            if self.is_main_process:
+                atomic_torch_save(state, path)
+        elif self.is_main_process:
             atomic_torch_save(self.state_dict(), path)
         if self._dp is not None:
             self._dp.barrier()
@@ -931,12 +981,23 @@ class PPOTrainer:
         """Restore :meth:`state_dict`'s state. Everything is checked (format, value function,
         parameter names and shapes) before anything is changed."""
         self._check_state(state)
-        self._load_policy_state(state["policy"])
-        if self._value_module() is not None:
-            self._value_module().load_state_dict(state["value"])
-        if state["ref"] is not None:
+        if self._sharded:  # every rank read the same whole tensors and keeps its shards of them
+            full = {f"policy.{k}": v for k, v in state["policy"].items()}
+            if self._value_module() is not None:
+                full.update({f"{self._value_prefix()}{k}": v for k, v in state["value"].items()})
+            self._dp.load_full_state_dict(self._update_module, full)
+        else:
+            self._load_policy_state(state["policy"])
+            if self._value_module() is not None:
+                self._value_module().load_state_dict(state["value"])
+        if state["ref"] is not None and self._sharded:
+            self._dp.load_full_state_dict(self.ref_policy, state["ref"])
+        elif state["ref"] is not None:
             self.ref_policy.load_state_dict(state["ref"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self._sharded:
+            self._dp.load_full_optimizer_state_dict(self._update_module, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
@@ -970,6 +1031,14 @@ class PPOTrainer:
         if state["ref"] is not None and not self._owns_ref:
             raise ValueError("this checkpoint holds its own frozen copy of the starting policy as the reference: "
                              "pass ref_policy=None to resume it (a given ref_policy is never overwritten)")
+        groups = state["optimizer"].get("param_groups") or [{}]
+        by_name = any(isinstance(p, str) for p in groups[0].get("params", ()))  # FSDP's full optimizer state
+        if by_name != self._sharded:
+            saved, this = ("distributed='fsdp' on several processes", "does not shard") if by_name else \
+                ("one process or distributed='ddp'", "shards with distributed='fsdp'")
+            raise ValueError(f"the checkpoint's optimizer state was written by a run with {saved} but this trainer "
+                             f"{this}: resume it the way it was trained (its 'policy' and 'value' weights are "
+                             "whole tensors and load into any model)")
         value = self._value_module()
         for role, current in (("policy", self._policy_state()), ("value", value.state_dict() if value is not None else None),
                               ("ref", self.ref_policy.state_dict() if state["ref"] is not None else None)):
