@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..logprobs import response_logits, token_logprobs
+from ..logprobs import sequence_logprobs
 from ..reward_model import reward_accuracy, score_texts, train_reward_model
 from ..sft import sft
 from ..utils import set_seed
@@ -38,16 +38,22 @@ RESPONSE_LENGTH = 16
 def sample(model, tokenizer, prompts: Sequence[str], response_length: int = RESPONSE_LENGTH,
            temperature: float = 1.0, batch_size: int = 512) -> list[str]:
     """One response per prompt by ancestral sampling at ``temperature`` (the global RNG), as text."""
-    model.eval()
-    device = next(model.parameters()).device
     out = []
     for i in range(0, len(prompts), batch_size):
-        ids, att = encode_batch(tokenizer, prompts[i:i + batch_size], device=device)
-        gen = model.generate(input_ids=ids, attention_mask=att, do_sample=True, top_k=0, top_p=1.0,
-                             temperature=temperature, max_new_tokens=response_length,
-                             pad_token_id=tokenizer.pad_token_id)
+        ids, _, gen = _generate(model, tokenizer, prompts[i:i + batch_size], response_length, temperature)
         out += tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
     return out
+
+
+def _generate(model, tokenizer, prompts: Sequence[str], response_length: int, temperature: float):
+    """``(prompt ids, prompt mask, prompt + response ids)``: transformers' own ancestral sampling
+    (the global RNG), padded after EOS."""
+    model.eval()
+    ids, att = encode_batch(tokenizer, list(prompts), device=next(model.parameters()).device)
+    gen = model.generate(input_ids=ids, attention_mask=att, do_sample=True, top_k=0, top_p=1.0,
+                         temperature=temperature, max_new_tokens=response_length,
+                         pad_token_id=tokenizer.pad_token_id)
+    return ids, att, gen
 
 
 def _reward_model_from(policy, tokenizer):
@@ -135,13 +141,9 @@ def evaluate(policy, reference, tokenizer, prompts: Sequence[str], seed: int = 0
     :math:`\\mathrm{KL}(\\pi\\|\\pi_{\\text{ref}})`), the same for every method. Returns
     ``{"gold", "kl", "length"}`` (length in words, EOS not counted); with ``return_samples`` also
     ``"responses"`` (each response's token ids, EOS included) and ``"kls"`` (each one's KL)."""
-    policy.eval()
-    device = next(policy.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
     set_seed(seed)
-    ids, att = encode_batch(tokenizer, list(prompts), device=device)
-    gen = policy.generate(input_ids=ids, attention_mask=att, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                          max_new_tokens=response_length, pad_token_id=pad)
+    ids, att, gen = _generate(policy, tokenizer, prompts, response_length, temperature=1.0)
     p = ids.shape[1]
     responses = gen[:, p:]
     # the response's tokens: up to and including the first EOS (generate pads after it)
@@ -149,9 +151,7 @@ def evaluate(policy, reference, tokenizer, prompts: Sequence[str], seed: int = 0
     after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
     mask = (~after_eos).float()
     full_mask = torch.cat([att, mask.long()], dim=1)
-    lp = token_logprobs(response_logits(policy, gen, full_mask, p), responses) * mask
-    lp_ref = token_logprobs(response_logits(reference, gen, full_mask, p), responses) * mask
-    kl = (lp - lp_ref).sum(dim=1)
+    kl = (sequence_logprobs(policy, gen, full_mask, p) - sequence_logprobs(reference, gen, full_mask, p)).sum(dim=1)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     gold = td.gold_rewards(list(prompts), texts)
     lengths = (mask.sum(dim=1) - (is_eos * mask).sum(dim=1))
